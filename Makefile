@@ -1,0 +1,55 @@
+# FER2013 reproduction: set-up, notebooks, tests.
+#   make all    FER2013=path/to/fer2013.csv.gz    run every notebook (profile cpu) into reports/
+#   make 01                                        run one notebook
+#   make smoke                                     every notebook, smoke profile, into build/ (never reports/)
+#   make test                                      pytest, including a smoke run of every notebook
+# Without FER2013= and without a copy in data/, notebooks run on a synthetic stand-in into build/.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= cpu
+FER2013 ?=
+SEED    ?= 42
+FORCE   ?=
+ARGS    ?=
+
+BIN        := $(VENV)/bin
+PY         := $(BIN)/python
+STAMP      := $(VENV)/.installed
+NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NUMBERS    := $(foreach nb,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(nb)))))
+RUN        := $(PY) -m fer_utils.pipeline --profile $(PROFILE) --seed $(SEED) \
+              $(if $(FER2013),--data "$(FER2013)") $(if $(FORCE),--force) $(ARGS)
+
+.PHONY: all smoke test install clean distclean help $(NUMBERS)
+
+help:
+	@sed -n '1,7p' Makefile
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+all: $(STAMP)
+	$(RUN)
+
+$(NUMBERS): $(STAMP)
+	$(RUN) $@
+
+smoke: $(STAMP)
+	$(PY) -m fer_utils.pipeline --profile smoke --seed $(SEED) $(if $(FER2013),--data "$(FER2013)") $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) data/cache

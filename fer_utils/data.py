@@ -1,0 +1,501 @@
+"""Loading FER2013 from its two public layouts, caching it, fingerprinting it and auditing duplicates.
+
+Layouts:
+
+* the original Kaggle CSV, ``emotion,pixels,Usage`` (``.csv`` or ``.csv.gz``);
+* the Kaggle image folders, ``train/<class>/Training_*.jpg`` and
+  ``test/<class>/PublicTest_*.jpg`` / ``PrivateTest_*.jpg``. A folder tree whose file names
+  carry no Usage prefix gets a seeded stratified 80/10/10 split, and the dataset says so.
+
+Every loader returns a :class:`FERDataset` of uint8 pixels ``(N, 48, 48)``, int labels ``(N,)``
+and Usage strings ``(N,)``. Bad input raises :class:`DataFormatError` naming the file and the row
+or path at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from . import config
+from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, TEST, TRAIN, USAGES, VAL
+
+CACHE_VERSION = 1  #: bump when the cache format or the parsing changes
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_USAGE_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
+
+
+class DataFormatError(ValueError):
+    """The dataset on disk is not what FER2013 should look like; the message says where."""
+
+
+@dataclass
+class FERDataset:
+    """FER2013 (or a stand-in) in memory.
+
+    ``pixels``: uint8 ``(N, 48, 48)``; ``labels``: int64 ``(N,)`` in ``0..6``
+    (see ``config.CLASS_NAMES``); ``usage``: str ``(N,)``, one of ``config.USAGES``.
+    ``notes`` records anything a reader of the results must know (synthetic data, a
+    fallback split, converted images).
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    usage: np.ndarray
+    name: str = "fer2013"
+    source: str = ""
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pixels = np.asarray(self.pixels, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.usage = np.asarray(self.usage, dtype=str)
+        n = len(self.pixels)
+        if self.pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DataFormatError(f"{self.source}: pixels must be (N, 48, 48), got {self.pixels.shape}")
+        if len(self.labels) != n or len(self.usage) != n:
+            raise DataFormatError(f"{self.source}: pixels, labels and usage differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def split(self, usage: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(pixels, labels)`` of one split (``Training``, ``PublicTest`` or ``PrivateTest``)."""
+        if usage not in USAGES:
+            raise ValueError(f"unknown split {usage!r}; choose one of {USAGES}")
+        mask = self.usage == usage
+        if not mask.any():
+            raise DataFormatError(f"{self.source}: the {usage} split is empty")
+        return self.pixels[mask], self.labels[mask]
+
+    def counts(self) -> pd.DataFrame:
+        """Images per class (rows) and split (columns), with totals."""
+        table = pd.crosstab(
+            pd.Categorical([CLASS_NAMES[i] for i in self.labels], categories=CLASS_NAMES),
+            pd.Categorical(self.usage, categories=USAGES),
+            dropna=False,
+        )
+        table.index.name, table.columns.name = "class", "split"
+        table["all"] = table.sum(axis=1)
+        table.loc["all"] = table.sum(axis=0)
+        return table
+
+    @property
+    def fingerprint(self) -> str:
+        """The dataset fingerprint defined in DESIGN.md (16 hex characters)."""
+        return fingerprint(self.pixels, self.labels)
+
+    def describe(self) -> dict:
+        """The ``dataset`` block of a metrics file: name, fingerprint and split sizes."""
+        sizes = {u: int((self.usage == u).sum()) for u in USAGES}
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "synthetic": self.synthetic,
+            "source": self.source,
+            "n_train": sizes[TRAIN],
+            "n_val": sizes[VAL],
+            "n_test": sizes[TEST],
+            "notes": list(self.notes),
+        }
+
+    def subset(self, mask: np.ndarray) -> "FERDataset":
+        """The rows selected by a boolean mask or index array, as a new dataset."""
+        return FERDataset(
+            self.pixels[mask], self.labels[mask], self.usage[mask], self.name, self.source,
+            self.synthetic, list(self.notes),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprint and duplicates
+
+
+def image_digests(pixels: np.ndarray, labels: np.ndarray | None = None) -> list[str]:
+    """sha256 hex digest per image of ``bytes([label]) + pixels`` (or of the pixels alone)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if labels is None:
+        return [hashlib.sha256(p.tobytes()).hexdigest() for p in pixels]
+    return [hashlib.sha256(bytes([int(y)]) + p.tobytes()).hexdigest() for p, y in zip(pixels, labels)]
+
+
+def fingerprint(pixels: np.ndarray, labels: np.ndarray) -> str:
+    """DESIGN.md fingerprint: first 16 hex of sha256 over the sorted per-image digests.
+
+    Independent of row order; changes with any pixel or label.
+    """
+    digests = sorted(image_digests(pixels, labels))
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def split_fingerprints(ds: FERDataset) -> dict[str, str]:
+    """Fingerprint of the whole dataset (``all``) and of each split."""
+    out = {"all": ds.fingerprint}
+    for u in USAGES:
+        mask = ds.usage == u
+        out[u] = fingerprint(ds.pixels[mask], ds.labels[mask]) if mask.any() else ""
+    return out
+
+
+def duplicate_audit(ds: FERDataset) -> dict:
+    """Exact duplicate pixel arrays: how many, across which splits, with conflicting labels.
+
+    Returns a dict with ``n_images``, ``n_distinct``, ``n_groups`` (pixel arrays seen more than
+    once), ``n_rows_in_groups``, ``n_cross_split_groups``, ``n_conflicting_label_groups``,
+    ``in_training`` (per split: rows whose pixels also appear in Training; for Training, rows
+    with another Training copy) and ``groups`` (a DataFrame, one row per duplicate group).
+    """
+    digests = np.array(image_digests(ds.pixels))
+    frame = pd.DataFrame({"digest": digests, "label": ds.labels, "usage": ds.usage})
+    sizes = frame.groupby("digest")["label"].transform("size")
+    dup = frame[sizes > 1]
+    groups = dup.groupby("digest").agg(
+        rows=("label", "size"),
+        labels=("label", lambda s: tuple(sorted(set(s)))),
+        usages=("usage", lambda s: tuple(sorted(set(s)))),
+    )
+    groups["first_row"] = dup.reset_index().groupby("digest")["index"].min()
+    train_digests = set(digests[ds.usage == TRAIN])
+    in_training = {}
+    for u in USAGES:
+        mask = ds.usage == u
+        if u == TRAIN:
+            counts = Counter(digests[mask])
+            in_training[u] = int(sum(c for c in counts.values() if c > 1))
+        else:
+            in_training[u] = int(sum(d in train_digests for d in digests[mask]))
+    return {
+        "n_images": len(ds),
+        "n_distinct": int(frame["digest"].nunique()),
+        "n_groups": len(groups),
+        "n_rows_in_groups": int(groups["rows"].sum()) if len(groups) else 0,
+        "n_cross_split_groups": int((groups["usages"].map(len) > 1).sum()) if len(groups) else 0,
+        "n_conflicting_label_groups": int((groups["labels"].map(len) > 1).sum()) if len(groups) else 0,
+        "in_training": in_training,
+        "groups": groups.sort_values("first_row").reset_index(),
+    }
+
+
+def without_training_duplicates(ds: FERDataset, usage: str = TEST) -> np.ndarray:
+    """Boolean mask over ``ds``: rows of ``usage`` whose pixels do not also appear in Training.
+
+    Use it to report test accuracy on images the model cannot have memorised.
+    """
+    train_digests = set(image_digests(ds.pixels[ds.usage == TRAIN]))
+    mask = ds.usage == usage
+    idx = np.flatnonzero(mask)
+    for i, d in zip(idx, image_digests(ds.pixels[idx])):
+        if d in train_digests:
+            mask[i] = False
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV layout
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def load_csv(path: str | os.PathLike, progress: bool = True) -> FERDataset:
+    """Parse the Kaggle ``fer2013.csv`` (or ``.csv.gz``): header ``emotion,pixels,Usage``.
+
+    Raises :class:`DataFormatError` naming the file and line for a missing column, a wrong field
+    count, a label outside 0-6, an unknown Usage, a pixel field that is not 2304 integers in
+    0-255, or an empty file.
+    """
+    path = Path(path)
+    pixels, labels, usage = [], [], []
+    try:
+        with _open_text(path) as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DataFormatError(f"{path}: the file is empty")
+            header = [h.strip() for h in header]
+            missing = {"emotion", "pixels", "Usage"} - set(header)
+            if missing:
+                raise DataFormatError(
+                    f"{path}, line 1: header {header} lacks column(s) {sorted(missing)}; "
+                    "expected emotion,pixels,Usage"
+                )
+            col = {name: header.index(name) for name in ("emotion", "pixels", "Usage")}
+            for line, row in enumerate(tqdm(reader, desc=f"parsing {path.name}", unit=" rows",
+                                            disable=not progress), start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataFormatError(
+                        f"{path}, line {line}: expected {len(header)} fields, found {len(row)}"
+                    )
+                labels.append(_parse_label(row[col["emotion"]], path, line))
+                usage.append(_parse_usage(row[col["Usage"]], path, line))
+                pixels.append(_parse_pixels(row[col["pixels"]], path, line))
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DataFormatError(f"{path}: cannot be read as a (gzipped) CSV file: {err}") from err
+    if not labels:
+        raise DataFormatError(f"{path}: header found but no data rows")
+    return FERDataset(
+        np.stack(pixels), np.array(labels), np.array(usage), source=str(path),
+    )
+
+
+def _parse_label(text: str, path: Path, line: int) -> int:
+    try:
+        label = int(text)
+    except ValueError:
+        raise DataFormatError(f"{path}, line {line}: emotion {text!r} is not an integer") from None
+    if not 0 <= label < NUM_CLASSES:
+        raise DataFormatError(f"{path}, line {line}: emotion {label} is outside 0-{NUM_CLASSES - 1}")
+    return label
+
+
+def _parse_usage(text: str, path: Path, line: int) -> str:
+    text = text.strip()
+    if text not in USAGES:
+        raise DataFormatError(f"{path}, line {line}: Usage {text!r} is not one of {list(USAGES)}")
+    return text
+
+
+def _parse_pixels(text: str, path: Path, line: int) -> np.ndarray:
+    values = text.split()
+    if len(values) != NUM_PIXELS:
+        raise DataFormatError(
+            f"{path}, line {line}: pixels has {len(values)} values, expected {NUM_PIXELS} (48x48)"
+        )
+    try:
+        array = np.array(values, dtype=np.int64)
+    except ValueError:
+        bad = next(v for v in values if not v.lstrip("-").isdigit())
+        raise DataFormatError(f"{path}, line {line}: pixel value {bad!r} is not an integer") from None
+    if array.min() < 0 or array.max() > 255:
+        bad = array[(array < 0) | (array > 255)][0]
+        raise DataFormatError(f"{path}, line {line}: pixel value {bad} is outside 0-255")
+    return array.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image-folder layout
+
+
+def load_image_folder(root: str | os.PathLike, seed: int = 0, progress: bool = True) -> FERDataset:
+    """Read ``<root>/<any>/<class>/<image>`` (Kaggle's ``train/`` and ``test/`` folders).
+
+    Usage comes from the file-name prefix (``Training_``, ``PublicTest_``, ``PrivateTest_``).
+    If no file has one, a seeded stratified 80/10/10 split is made and recorded in ``notes``.
+    Colour images are converted to grayscale (noted); images that are not 48x48, unreadable files
+    and class folders outside ``config.CLASS_NAMES`` raise :class:`DataFormatError`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataFormatError(f"{root}: no image files found (expected <split>/<class>/<image>.jpg)")
+    class_index = {name: i for i, name in enumerate(CLASS_NAMES)}
+    pixels, labels, prefixes = [], [], []
+    converted = 0
+    for path in tqdm(files, desc=f"reading {root.name}/", unit=" images", disable=not progress):
+        folder = path.parent.name.lower()
+        if folder not in class_index:
+            raise DataFormatError(
+                f"{path.parent}: unknown class folder {path.parent.name!r}; "
+                f"expected one of {list(CLASS_NAMES)}"
+            )
+        image, was_converted = _read_gray_image(path)
+        converted += was_converted
+        pixels.append(image)
+        labels.append(class_index[folder])
+        match = _USAGE_PREFIX.match(path.name)
+        prefixes.append(_canonical_usage(match.group(1)) if match else None)
+    labels = np.array(labels)
+    notes = []
+    if converted:
+        notes.append(f"{converted} colour image(s) converted to grayscale")
+    if all(p is None for p in prefixes):
+        usage = stratified_split(labels, seed=seed)
+        notes.append(
+            f"file names carry no Usage prefix: seeded (seed={seed}) stratified 80/10/10 split "
+            "into Training/PublicTest/PrivateTest; results are not comparable with the official split"
+        )
+    elif any(p is None for p in prefixes):
+        bad = files[prefixes.index(None)]
+        raise DataFormatError(
+            f"{bad}: file name has no Training_/PublicTest_/PrivateTest_ prefix, while others do"
+        )
+    else:
+        usage = np.array(prefixes)
+    return FERDataset(np.stack(pixels), labels, usage, source=str(root), notes=notes)
+
+
+def _canonical_usage(prefix: str) -> str:
+    return {u.lower(): u for u in USAGES}[prefix.lower()]
+
+
+def _read_gray_image(path: Path) -> tuple[np.ndarray, bool]:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            converted = image.mode not in ("L", "P", "1", "I", "I;16")
+            gray = image.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataFormatError(f"{path}: unreadable image ({err})") from None
+    if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataFormatError(
+            f"{path}: image is {gray.size[0]}x{gray.size[1]}, expected 48x48 (FER2013 faces); "
+            "resize your copy or remove the file"
+        )
+    return np.asarray(gray, dtype=np.uint8), converted
+
+
+def stratified_split(labels: np.ndarray, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> np.ndarray:
+    """Seeded stratified assignment of Training/PublicTest/PrivateTest to each label."""
+    rng = np.random.default_rng(seed)
+    usage = np.empty(len(labels), dtype=object)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_train = int(round(fractions[0] * len(idx)))
+        n_val = int(round(fractions[1] * len(idx)))
+        usage[idx[:n_train]] = TRAIN
+        usage[idx[n_train:n_train + n_val]] = VAL
+        usage[idx[n_train + n_val:]] = TEST
+    return usage.astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch and cache
+
+
+def load_fer2013(path: str | os.PathLike, cache: bool = True, seed: int = 0,
+                 progress: bool = True) -> FERDataset:
+    """Load FER2013 from a CSV, a CSV.gz, an image folder or a cached ``.npz``.
+
+    With ``cache`` the parsed arrays are kept in ``config.cache_dir()`` keyed by the source's
+    path, size and modification time, so the CSV is parsed once.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no such file or folder; point {config.DATA_ENV_VAR}= (or data_path) at "
+            "fer2013.csv, fer2013.csv.gz or the image folder"
+        )
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    cache_file = config.cache_dir() / f"{path.name}-{_source_key(path, seed)}.npz" if cache else None
+    if cache_file is not None and cache_file.exists():
+        ds = _read_npz(cache_file)
+        ds.source = str(path)
+        return ds
+    if path.is_dir():
+        ds = load_image_folder(path, seed=seed, progress=progress)
+    elif path.name.endswith((".csv", ".csv.gz")):
+        ds = load_csv(path, progress=progress)
+    else:
+        raise DataFormatError(f"{path}: expected a .csv, .csv.gz, .npz file or an image folder")
+    if cache_file is not None:
+        save_npz(ds, cache_file)
+    return ds
+
+
+def _source_key(path: Path, seed: int) -> str:
+    """Hash of what identifies a source's content cheaply: path, sizes, mtimes."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{path.resolve()}|seed={seed}".encode())
+    entries = sorted(path.rglob("*")) if path.is_dir() else [path]
+    for entry in entries:
+        if entry.is_file():
+            st = entry.stat()
+            h.update(f"{entry.relative_to(path.parent)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def save_npz(ds: FERDataset, path: str | os.PathLike) -> Path:
+    """Write a dataset to a compressed ``.npz`` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp, pixels=ds.pixels, labels=ds.labels, usage=ds.usage, name=ds.name, source=ds.source,
+        synthetic=ds.synthetic, notes=np.array(ds.notes, dtype=str),
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def _read_npz(path: Path) -> FERDataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return FERDataset(
+                z["pixels"], z["labels"], z["usage"], name=str(z["name"]), source=str(z["source"]),
+                synthetic=bool(z["synthetic"]), notes=[str(n) for n in z["notes"]],
+            )
+    except (OSError, KeyError, ValueError) as err:
+        raise DataFormatError(f"{path}: not a dataset file written by fer_utils ({err})") from err
+
+
+def find_dataset(data_path: str | os.PathLike | None = None) -> Path | None:
+    """Resolve the FER2013 copy to use: ``data_path``, else ``$FER2013``, else ``data/``.
+
+    Returns None when there is none (the caller then uses the synthetic stand-in). A path that is
+    given but does not exist raises FileNotFoundError rather than silently falling back.
+    """
+    given = data_path or os.environ.get(config.DATA_ENV_VAR)
+    if given:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: FER2013 copy not found (given as data_path or ${config.DATA_ENV_VAR})")
+        return path
+    for candidate in config.DEFAULT_DATA_CANDIDATES:
+        path = config.DATA_DIR / candidate
+        if path.exists():
+            return path
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers (fixtures for tests, or exporting a stand-in in the public layouts)
+
+
+def write_csv(ds: FERDataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` in the Kaggle CSV layout (gzipped if the name ends in ``.gz``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8", newline="") as handle:
+        handle.write("emotion,pixels,Usage\n")
+        for pixels, label, usage in zip(ds.pixels, ds.labels, ds.usage):
+            handle.write(f"{label},{' '.join(map(str, pixels.ravel()))},{usage}\n")
+    return path
+
+
+def write_image_folder(ds: FERDataset, root: str | os.PathLike, usage_prefix: bool = True,
+                       suffix: str = ".png") -> Path:
+    """Write ``ds`` as Kaggle's ``train|test/<class>/<Usage>_<i><suffix>`` folders.
+
+    PNG (default) is lossless, so reading the folder back gives the same pixels and fingerprint.
+    Without ``usage_prefix`` the files are named ``<i><suffix>`` (no official split).
+    """
+    root = Path(root)
+    for i, (pixels, label, usage) in enumerate(zip(ds.pixels, ds.labels, ds.usage)):
+        folder = root / ("train" if usage == TRAIN else "test") / CLASS_NAMES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{usage}_{i}{suffix}" if usage_prefix else f"{i}{suffix}"
+        Image.fromarray(pixels, mode="L").save(folder / name)
+    return root

@@ -1,0 +1,137 @@
+"""The set-up every notebook shares: profile, seed, dataset and where results go.
+
+A notebook calls :func:`start` right after its ``parameters`` cell; the returned
+:class:`NotebookRun` prints what data the results come from (first output lines) and knows
+where figures and metrics belong. Results from the synthetic stand-in or the ``smoke`` profile
+never go to the committed ``reports/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .config import KNOWN_FINGERPRINTS, USAGES, Profile
+from .data import FERDataset, find_dataset, load_fer2013
+from .synthetic import make_synthetic_fer
+
+
+@dataclass
+class NotebookRun:
+    """What one notebook run works with: its profile, dataset and output folders."""
+
+    notebook: str
+    profile: Profile
+    dataset: FERDataset
+    reports_dir: Path
+    seed: int
+    force: bool = False
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.reports_dir / "figures"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.reports_dir / "metrics"
+
+    def savefig(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic)."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        path = self.figures_dir / f"{self.notebook}_{name}.png"
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+        return path
+
+    def save_table(self, table, name: str) -> Path:
+        """Save a pandas table as ``<reports_dir>/tables/<notebook>_<name>.csv`` (atomic)."""
+        folder = self.reports_dir / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.notebook}_{name}.csv"
+        tmp = path.with_name(path.name + ".tmp")
+        table.to_csv(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def banner(self) -> str:
+        """A few lines saying which data, profile and output folder these results come from."""
+        ds = self.dataset
+        fp = ds.fingerprint
+        lines = []
+        if ds.synthetic:
+            lines.append("!" * 88)
+            lines += [f"!! {note}" for note in ds.notes if note.startswith("SYNTHETIC")]
+            lines.append("!! No FER2013 copy was given (data_path / FER2013=...), so this run uses it.")
+            lines.append("!" * 88)
+        known = KNOWN_FINGERPRINTS.get(fp, "not a known FER2013 copy")
+        lines.append(f"dataset    : {ds.name} from {ds.source}")
+        lines.append(f"fingerprint: {fp} ({known})")
+        lines.append("splits     : " + ", ".join(f"{u} {int((ds.usage == u).sum()):,}" for u in USAGES))
+        lines += [f"note       : {n}" for n in ds.notes if not n.startswith("SYNTHETIC")]
+        lines.append(f"profile    : {self.profile.name} ({self.profile.description})")
+        lines.append(f"seed       : {self.seed}")
+        lines.append(f"reports    : {self.reports_dir}")
+        return "\n".join(lines)
+
+
+def resolve_reports_dir(reports_dir: str | os.PathLike | None, profile: str, synthetic: bool) -> Path:
+    """Where a run writes: ``reports/`` for real data, else ``build/<profile>[-synthetic]/reports``.
+
+    Refuses an explicit ``reports/`` for smoke or synthetic runs, so they never overwrite the
+    committed real-data reports.
+    """
+    throwaway = synthetic or profile == "smoke"
+    if reports_dir is None or str(reports_dir) == "":
+        if not throwaway:
+            return config.REPORTS_DIR
+        return config.BUILD_DIR / f"{profile}{'-synthetic' if synthetic else ''}" / "reports"
+    path = Path(reports_dir).resolve()
+    if throwaway and path == config.REPORTS_DIR.resolve():
+        raise ValueError(
+            f"refusing to write {'synthetic' if synthetic else 'smoke'} results into {path}: "
+            "reports/ holds real-data results only; leave reports_dir empty or pick another folder"
+        )
+    return path
+
+
+def subsample_per_class(ds: FERDataset, per_class: int, seed: int = 0) -> FERDataset:
+    """At most ``per_class`` images of each class in each split (seeded), keeping every split."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for usage in USAGES:
+        for label in np.unique(ds.labels):
+            idx = np.flatnonzero((ds.usage == usage) & (ds.labels == label))
+            keep.append(rng.permutation(idx)[:per_class])
+    sub = ds.subset(np.sort(np.concatenate(keep)))
+    sub.notes.append(f"subsampled to at most {per_class} images per class and split")
+    return sub
+
+
+def start(notebook: str, profile: str = "cpu", data_path: str | None = None,
+          reports_dir: str | None = None, seed: int = 42, force: bool = False,
+          verbose: bool = True) -> NotebookRun:
+    """Seed everything, load the dataset (or the synthetic stand-in) and pick the output folders.
+
+    ``data_path`` falls back to ``$FER2013`` and then ``data/``; with none found the run uses
+    the synthetic stand-in. The ``smoke`` profile also shrinks real data to a few images per
+    class.
+    """
+    prof = config.get_profile(profile)
+    config.set_seed(seed)
+    path = find_dataset(data_path)
+    if path is None:
+        dataset = make_synthetic_fer(prof.synthetic_size, seed=seed)
+    else:
+        dataset = load_fer2013(path, seed=seed)
+        if prof.name == "smoke":
+            dataset = subsample_per_class(dataset, prof.max_train_per_class or 50, seed)
+    out = resolve_reports_dir(reports_dir, prof.name, dataset.synthetic)
+    run = NotebookRun(notebook, prof, dataset, out, seed, force)
+    if verbose:
+        print(run.banner())
+    return run

@@ -1,0 +1,90 @@
+"""Run the numbered notebooks end to end with papermill (what ``make all`` and ``make smoke`` call).
+
+    python -m fer_utils.pipeline [--profile cpu] [--data PATH] [--reports-dir DIR] [--force] [NB ...]
+
+NB is a notebook path or its number (``01``); none means every ``notebooks/NN_*.ipynb`` in order.
+Executed copies go to ``<reports_dir>/notebooks/``; the reports folder is chosen as in
+``fer_utils.notebook.resolve_reports_dir`` (smoke and synthetic runs never write ``reports/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import config
+from .data import find_dataset
+from .notebook import resolve_reports_dir
+
+NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
+
+
+def list_notebooks(selection: list[str] | None = None, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks in order, or those named by path or number in ``selection``."""
+    every = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not selection:
+        return every
+    chosen = []
+    for item in selection:
+        path = Path(item)
+        if path.suffix == ".ipynb":
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such notebook")
+            chosen.append(path)
+            continue
+        matches = [p for p in every if p.name.startswith(f"{int(item):02d}_")] if item.isdigit() else []
+        if not matches:
+            raise FileNotFoundError(f"no notebook numbered {item!r} in {folder}")
+        chosen += matches
+    return chosen
+
+
+def run_notebook(notebook: Path, profile: str, data_path: str | None, reports_dir: Path,
+                 seed: int = 42, force: bool = False, extra: dict | None = None) -> Path:
+    """Execute one notebook with papermill; returns the executed copy's path."""
+    import papermill as pm
+
+    output = reports_dir / "notebooks" / notebook.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    parameters = dict(profile=profile, data_path=data_path or "", reports_dir=str(reports_dir),
+                      seed=seed, force=force, **(extra or {}))
+    pm.execute_notebook(
+        str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
+        kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=not sys.stderr.isatty(),
+    )
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="notebook paths or numbers (default: all)")
+    parser.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
+    parser.add_argument("--data", default=None, help="FER2013 CSV, CSV.gz or image folder (default: $FER2013, data/)")
+    parser.add_argument("--reports-dir", default=None, help="output folder (default: reports/ for real data)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--force", action="store_true", help="retrain models whose results exist")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra notebook parameter (repeatable), e.g. -p compare_data_path=...")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: no TensorFlow start-up chatter
+
+    data_path = find_dataset(args.data)
+    reports_dir = resolve_reports_dir(args.reports_dir, args.profile, synthetic=data_path is None)
+    extra = dict(p.split("=", 1) for p in args.param)
+    notebooks = list_notebooks(args.notebooks)
+    print(f"data: {data_path or 'none found: synthetic stand-in'}\nprofile: {args.profile}\n"
+          f"reports: {reports_dir}\nnotebooks: {', '.join(p.name for p in notebooks)}", flush=True)
+    for nb in notebooks:
+        t0 = time.time()
+        print(f"\n=== {nb.name} ===", flush=True)
+        out = run_notebook(nb, args.profile, str(data_path) if data_path else None, reports_dir,
+                           args.seed, args.force, extra)
+        print(f"=== {nb.name}: done in {time.time() - t0:.0f} s -> {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
