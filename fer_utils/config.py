@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -111,12 +112,29 @@ def set_seed(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
-    try:  # Keras seeds Python, NumPy and the backend together.
-        import keras
+    import_keras().utils.set_random_seed(seed)  # seeds Python, NumPy and the backend together
 
-        keras.utils.set_random_seed(seed)
-    except ImportError:  # pragma: no cover - keras is a hard dependency
-        pass
+
+def import_keras():
+    """Import and return Keras, silencing TensorFlow's native start-up log lines.
+
+    TensorFlow writes them straight to file descriptor 2 (no environment variable stops all of
+    them), where notebooks would show them above the results. Import errors still raise.
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401  (the noisy part)
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return keras
 
 
 def cache_dir() -> Path:

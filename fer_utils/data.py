@@ -34,6 +34,7 @@ from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, TEST, TRAI
 
 CACHE_VERSION = 1  #: bump when the cache format or the parsing changes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SYNTHETIC = "synthetic"  #: a ``data_path`` asking for the synthetic stand-in explicitly
 _USAGE_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 
@@ -453,10 +454,13 @@ def _read_npz(path: Path) -> FERDataset:
 def find_dataset(data_path: str | os.PathLike | None = None) -> Path | None:
     """Resolve the FER2013 copy to use: ``data_path``, else ``$FER2013``, else ``data/``.
 
-    Returns None when there is none (the caller then uses the synthetic stand-in). A path that is
-    given but does not exist raises FileNotFoundError rather than silently falling back.
+    Returns None when there is none, or when ``data_path`` is ``"synthetic"``: the caller then
+    uses the synthetic stand-in. A path that is given but does not exist raises
+    FileNotFoundError rather than silently falling back.
     """
     given = data_path or os.environ.get(config.DATA_ENV_VAR)
+    if given == SYNTHETIC:
+        return None
     if given:
         path = Path(given).expanduser()
         if not path.exists():

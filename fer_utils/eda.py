@@ -28,7 +28,7 @@ def pixel_statistics(ds: FERDataset, usage: str = TRAIN) -> pd.DataFrame:
     near-blank when its contrast is below 5 (FER2013 has a few all-black or all-grey frames).
     """
     pixels, labels = ds.split(usage)
-    flat = pixels.reshape(len(pixels), -1).astype(np.float32)
+    flat = pixels.reshape(len(pixels), -1).astype(np.float64)
     frame = pd.DataFrame({"class": [CLASS_NAMES[y] for y in labels], "brightness": flat.mean(1),
                           "contrast": flat.std(1)})
     frame["near_blank"] = frame["contrast"] < 5

@@ -58,6 +58,11 @@ def run_notebook(notebook: Path, profile: str, data_path: str | None, reports_di
     return output
 
 
+def _absolute_if_path(value: str) -> str:
+    """Notebooks run inside notebooks/, so a parameter naming an existing path is made absolute."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="notebook paths or numbers (default: all)")
@@ -73,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
     data_path = find_dataset(args.data)
     reports_dir = resolve_reports_dir(args.reports_dir, args.profile, synthetic=data_path is None)
-    extra = dict(p.split("=", 1) for p in args.param)
+    extra = {name: _absolute_if_path(value) for name, value in (p.split("=", 1) for p in args.param)}
     notebooks = list_notebooks(args.notebooks)
     print(f"data: {data_path or 'none found: synthetic stand-in'}\nprofile: {args.profile}\n"
           f"reports: {reports_dir}\nnotebooks: {', '.join(p.name for p in notebooks)}", flush=True)
     for nb in notebooks:
         t0 = time.time()
         print(f"\n=== {nb.name} ===", flush=True)
-        out = run_notebook(nb, args.profile, str(data_path) if data_path else None, reports_dir,
+        out = run_notebook(nb, args.profile, str(data_path.resolve()) if data_path else None, reports_dir,
                            args.seed, args.force, extra)
         print(f"=== {nb.name}: done in {time.time() - t0:.0f} s -> {out}", flush=True)
     return 0

@@ -1,0 +1,37 @@
+"""Shared fixtures: small generated datasets and their files in both public layouts."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+
+from fer_utils import config, data
+from fer_utils.synthetic import make_synthetic_fer
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path_factory, monkeypatch):
+    """Keep every test away from the user's data/, caches and $FER2013."""
+    root = tmp_path_factory.mktemp("project")
+    monkeypatch.setenv(config.CACHE_ENV_VAR, str(root / "cache"))
+    monkeypatch.delenv(config.DATA_ENV_VAR, raising=False)
+    monkeypatch.setattr(config, "DATA_DIR", root / "data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_ds():
+    """A 350-image synthetic FER-like dataset (all classes in all splits)."""
+    return make_synthetic_fer(350, seed=1)
+
+
+@pytest.fixture
+def csv_file(small_ds, tmp_path):
+    return data.write_csv(small_ds, tmp_path / "fer2013.csv")
+
+
+@pytest.fixture
+def folder(small_ds, tmp_path):
+    return data.write_image_folder(small_ds, tmp_path / "fer2013-images")

@@ -1,0 +1,76 @@
+"""Every notebook: committed clean (no outputs, a tagged parameters cell) and runs end to end
+under papermill with the smoke profile on the synthetic stand-in."""
+
+import json
+
+import nbformat
+import pytest
+
+from fer_utils import config, pipeline
+from fer_utils.notebook import resolve_reports_dir, start
+
+NOTEBOOKS = pipeline.list_notebooks()
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code), "commit without outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    for name in ("profile", "data_path", "reports_dir", "seed", "force"):
+        assert f"{name} =" in tagged[0].source, f"parameter {name} missing"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "starts with a title"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_smoke_run(path, tmp_path):
+    out = pipeline.run_notebook(path, "smoke", "synthetic", tmp_path, seed=0)
+    executed = nbformat.read(out, as_version=4)
+    first_output = next(o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "SYNTHETIC STAND-IN" in first_output.get("text", ""), "the first output says the data is synthetic"
+    assert not (config.REPORTS_DIR / "notebooks" / f"{path.stem}.smoke").exists()
+    assert list((tmp_path / "figures").glob(f"{path.stem}_*.png")), "the notebook saved its figures"
+
+
+def test_smoke_and_synthetic_runs_never_target_reports():
+    assert resolve_reports_dir(None, "cpu", synthetic=False) == config.REPORTS_DIR
+    assert resolve_reports_dir(None, "smoke", synthetic=False) != config.REPORTS_DIR
+    assert resolve_reports_dir(None, "cpu", synthetic=True) != config.REPORTS_DIR
+    for profile, synthetic in (("smoke", False), ("cpu", True)):
+        with pytest.raises(ValueError, match="refusing"):
+            resolve_reports_dir(str(config.REPORTS_DIR), profile, synthetic)
+
+
+def test_start_prints_a_synthetic_banner_first(capsys, tmp_path):
+    run = start("99_test", "smoke", "synthetic", str(tmp_path), seed=0)
+    printed = capsys.readouterr().out
+    assert printed.startswith("!!!") and "SYNTHETIC STAND-IN" in printed.splitlines()[1]
+    assert run.dataset.synthetic and run.reports_dir == tmp_path
+    assert "fingerprint: " + run.dataset.fingerprint in printed
+
+
+def test_smoke_profile_shrinks_real_data(csv_file, tmp_path):
+    run = start("99_test", "smoke", str(csv_file), str(tmp_path), verbose=False)
+    limit = config.get_profile("smoke").max_train_per_class
+    assert not run.dataset.synthetic
+    assert run.dataset.counts().drop(index="all").drop(columns="all").to_numpy().max() <= limit
+
+
+def test_pipeline_selects_notebooks_by_number():
+    assert pipeline.list_notebooks(["1"]) == [p for p in NOTEBOOKS if p.name.startswith("01_")]
+    with pytest.raises(FileNotFoundError, match="no notebook numbered"):
+        pipeline.list_notebooks(["98"])
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        config.get_profile("fast")
+    assert json.dumps(sorted(config.PROFILES)) == '["cpu", "full", "smoke"]'
