@@ -1,0 +1,196 @@
+"""Evaluation and reporting: the metrics of DESIGN.md, metrics files, and the summary table.
+
+A split's metrics (``split_metrics``): accuracy, balanced accuracy, macro and weighted F1,
+top-2/top-3 accuracy, per-class precision/recall/F1/support and the 7x7 confusion matrix
+(rows = true class). ``evaluate_splits`` computes them on PublicTest, PrivateTest and
+``PrivateTest_clean`` (PrivateTest without the images whose pixels also appear in Training).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from .config import CLASS_NAMES, NUM_CLASSES, TEST, VAL
+from .data import FERDataset, without_training_duplicates
+
+CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear in Training
+EVAL_SPLITS = (VAL, TEST, CLEAN_TEST)
+
+
+def top_k_accuracy(y_true: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the ``k`` most probable."""
+    top = np.argsort(-proba, axis=1)[:, :k]
+    return float((top == np.asarray(y_true)[:, None]).any(axis=1).mean())
+
+
+def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
+    """All DESIGN.md metrics of one split from true labels ``(N,)`` and probabilities ``(N, 7)``."""
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (len(y_true), NUM_CLASSES):
+        raise ValueError(f"proba must be (N, {NUM_CLASSES}) for N={len(y_true)} labels, got {proba.shape}")
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(NUM_CLASSES))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "top2": top_k_accuracy(y_true, proba, 2),
+        "top3": top_k_accuracy(y_true, proba, 3),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(CLASS_NAMES, precision, recall, f1, support)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def evaluate_splits(predict: Callable[[np.ndarray], np.ndarray], ds: FERDataset) -> dict:
+    """Metrics on PublicTest, PrivateTest and PrivateTest_clean.
+
+    ``predict`` maps uint8 faces ``(N, 48, 48)`` to probabilities ``(N, 7)``: a Keras model's
+    ``predict``, an ONNX session wrapper, an ensemble average, ...
+    """
+    return evaluate_predictions({split: predict(ds.split(split)[0]) for split in (VAL, TEST)}, ds)
+
+
+def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) -> dict:
+    """Metrics from precomputed probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}``."""
+    out = {split: split_metrics(ds.split(split)[1], proba_by_split[split]) for split in (VAL, TEST)}
+    test_rows = np.flatnonzero(ds.usage == TEST)
+    keep = without_training_duplicates(ds, TEST)[test_rows]
+    out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics files
+
+
+def metrics_record(run: str, notebook: str, model: str, sampling: str, profile: str, params: dict,
+                   dataset: dict, train: dict, metrics: dict, **extra) -> dict:
+    """A metrics-file dict with the DESIGN.md keys, plus ``extra`` (weights, n_params, ...)."""
+    import keras  # only for its version; keras is imported by then anyway
+    import tensorflow as tf
+
+    record = {
+        "run": run, "notebook": notebook, "model": model, "sampling": sampling, "profile": profile,
+        "params": params, "dataset": dataset, "train": train, "metrics": metrics,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                        "keras": keras.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"},
+    }
+    record.update(extra)
+    return record
+
+
+def write_metrics(record: dict, metrics_dir: str | os.PathLike) -> Path:
+    """Write ``<metrics_dir>/<run>.json`` atomically (temp file, then rename)."""
+    folder = Path(metrics_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record['run']}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_metrics(metrics_dir: str | os.PathLike) -> list[dict]:
+    """Every ``*.json`` metrics file of a folder, sorted by run name."""
+    return [json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))]
+
+
+def summary_table(records: list[dict]) -> pd.DataFrame:
+    """One row per run: what was trained, how long, and its headline metrics (percent)."""
+    rows = []
+    for r in records:
+        m = r["metrics"]
+        test, val = m.get(TEST, {}), m.get(VAL, {})
+        rows.append({
+            "run": r["run"],
+            "notebook": r.get("notebook", ""),
+            "model": r.get("model", ""),
+            "sampling": r.get("sampling", ""),
+            "weights": r.get("weights", "none"),
+            "params": r.get("n_params"),
+            "profile": r.get("profile", ""),
+            "epochs": r.get("train", {}).get("epochs"),
+            "train_min": round(r.get("train", {}).get("seconds", 0) / 60, 1),
+            "PublicTest_acc": _pct(val.get("accuracy")),
+            "PrivateTest_acc": _pct(test.get("accuracy")),
+            "PrivateTest_bal_acc": _pct(test.get("balanced_accuracy")),
+            "PrivateTest_macro_f1": _pct(test.get("macro_f1")),
+            "PrivateTest_top2": _pct(test.get("top2")),
+            "PrivateTest_clean_acc": _pct(m.get(CLEAN_TEST, {}).get("accuracy")),
+            "fingerprint": r.get("dataset", {}).get("fingerprint", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def _pct(value):
+    return None if value is None else round(100 * value, 2)
+
+
+def write_summary(reports_dir: str | os.PathLike) -> pd.DataFrame:
+    """Build ``<reports_dir>/summary.md`` and ``summary.csv`` from every metrics file."""
+    reports_dir = Path(reports_dir)
+    table = summary_table(read_metrics(reports_dir / "metrics"))
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("summary.csv", table.to_csv(index=False)), ("summary.md", _summary_markdown(table))):
+        tmp = reports_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, reports_dir / name)
+    return table
+
+
+def _summary_markdown(table: pd.DataFrame) -> str:
+    head = (
+        "# Results\n\n"
+        "Every trained model of the project, generated from `reports/metrics/*.json` by "
+        "`fer_utils.evaluate.write_summary`. Accuracies in percent; models chosen on PublicTest, "
+        "reported on PrivateTest; `PrivateTest_clean` leaves out the PrivateTest images whose pixels "
+        "also appear in Training. `weights: none` means trained from scratch.\n\n"
+    )
+    if table.empty:
+        return head + "No runs yet.\n"
+    return head + markdown_table(table) + "\n"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table of a DataFrame (no extra dependency); empty cells for missing values."""
+    def cell(value):
+        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
