@@ -39,6 +39,13 @@ class NotebookRun:
     def metrics_dir(self) -> Path:
         return self.reports_dir / "metrics"
 
+    @property
+    def models_dir(self) -> Path:
+        """``models/`` for real-data runs into ``reports/``; beside the reports folder otherwise."""
+        if self.reports_dir.resolve() == config.REPORTS_DIR.resolve():
+            return config.MODELS_DIR
+        return self.reports_dir.parent / "models"
+
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic)."""
         self.figures_dir.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra notebook parameter (repeatable), e.g. -p compare_data_path=...")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: no TensorFlow start-up chatter
+    os.environ["FER_BATCH_RUN"] = "1"  # one Keras log line per epoch in executed notebooks
 
     data_path = find_dataset(args.data)
     reports_dir = resolve_reports_dir(args.reports_dir, args.profile, synthetic=data_path is None)

@@ -1,0 +1,91 @@
+"""Model builders. Every model takes raw faces ``(N, 48, 48)`` with pixel values 0-255 (uint8
+or float) and outputs 7 class probabilities; scaling happens inside the model, so an exported
+model needs no preprocessing code.
+
+``build(name)`` returns a fresh model by name (see ``BUILDERS``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .config import IMAGE_SIZE, NUM_CLASSES, import_keras
+
+keras = import_keras()
+layers = keras.layers
+
+
+def _face_input(name: str = "face") -> tuple:
+    """The shared input: (48, 48) pixels 0-255 -> (48, 48, 1) in 0-1."""
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE), name=name)
+    x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
+    x = layers.Rescaling(1 / 255.0)(x)
+    return inputs, x
+
+
+def _classifier(x, dropout: float = 0.0):
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+
+
+def fully_connected(hidden: tuple[int, ...] = (256, 512), dropout: float = 0.0,
+                    name: str | None = None) -> keras.Model:
+    """Write-up 004's fully connected nets: 2304 pixels -> ``hidden`` ReLU layers -> 7."""
+    inputs, x = _face_input()
+    x = layers.Flatten()(x)
+    for units in hidden:
+        x = layers.Dense(units, activation="relu")(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+    name = name or "fc_2304_" + "_".join(map(str, hidden)) + "_7"
+    return keras.Model(inputs, _classifier(x), name=name)
+
+
+def _conv_block(x, filters: int, convs: int = 2, dropout: float = 0.0):
+    """``convs`` x (3x3 conv, batch norm, ReLU), then 2x2 max-pool and optional dropout."""
+    for _ in range(convs):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return x
+
+
+def cnn_small() -> keras.Model:
+    """Write-up 004's small CNN class (~0.13M parameters): three conv blocks, global pooling."""
+    inputs, x = _face_input()
+    for filters in (32, 64, 128):
+        x = _conv_block(x, filters, convs=2 if filters < 128 else 1, dropout=0.1)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, _classifier(x, dropout=0.3), name="cnn_small")
+
+
+def cnn_medium() -> keras.Model:
+    """Write-up 004's medium CNN class (~0.95M parameters): four conv blocks, a dense layer."""
+    inputs, x = _face_input()
+    for filters, convs in ((32, 2), (64, 2), (128, 2), (256, 1)):
+        x = _conv_block(x, filters, convs=convs, dropout=0.2)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, _classifier(x, dropout=0.4), name="cnn_medium")
+
+
+#: Builders by name; each returns a new, uncompiled model.
+BUILDERS: dict[str, Callable[[], keras.Model]] = {
+    "fc_2304_256_512_7": lambda: fully_connected((256, 512)),
+    "fc_2304_512_256_7": lambda: fully_connected((512, 256)),
+    "cnn_small": cnn_small,
+    "cnn_medium": cnn_medium,
+}
+
+
+def build(name: str) -> keras.Model:
+    """A fresh model by name (one of ``BUILDERS``)."""
+    try:
+        return BUILDERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}") from None

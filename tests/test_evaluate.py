@@ -1,0 +1,94 @@
+"""Metrics against hand-computed values, metrics files, and the summary table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_utils import evaluate
+from fer_utils.config import CLASS_NAMES, TEST, TRAIN, VAL
+
+
+def one_hot(pred, n=7, p=0.9):
+    proba = np.full((len(pred), n), (1 - p) / (n - 1))
+    proba[np.arange(len(pred)), pred] = p
+    return proba
+
+
+def test_split_metrics_match_hand_computed_values():
+    # 10 faces: classes 0 (4), 1 (2), 3 (4). Predictions: 0->0,0,0,1 ; 1->1,0 ; 3->3,3,3,3
+    y_true = np.array([0, 0, 0, 0, 1, 1, 3, 3, 3, 3])
+    y_pred = np.array([0, 0, 0, 1, 1, 0, 3, 3, 3, 3])
+    m = evaluate.split_metrics(y_true, one_hot(y_pred))
+    assert m["n"] == 10
+    assert m["accuracy"] == pytest.approx(0.8)
+    # recalls: class0 3/4, class1 1/2, class3 4/4 -> balanced accuracy = mean over present classes
+    assert m["balanced_accuracy"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    # precision: class0 3/4, class1 1/2, class3 1 ; f1: 0.75, 0.5, 1.0 ; absent classes score 0
+    assert m["per_class"]["angry"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    assert m["per_class"]["disgust"]["f1"] == pytest.approx(0.5)
+    assert m["per_class"]["happy"]["f1"] == pytest.approx(1.0)
+    assert m["per_class"]["fear"]["support"] == 0
+    assert m["macro_f1"] == pytest.approx((0.75 + 0.5 + 1.0) / 7)
+    assert m["weighted_f1"] == pytest.approx((4 * 0.75 + 2 * 0.5 + 4 * 1.0) / 10)
+    confusion = np.array(m["confusion"])
+    assert confusion.shape == (7, 7) and confusion.sum() == 10
+    assert confusion[0, 0] == 3 and confusion[0, 1] == 1 and confusion[1, 0] == 1  # rows = true class
+    assert list(m["per_class"]) == list(CLASS_NAMES)
+
+
+def test_top_k():
+    proba = np.array([[0.5, 0.3, 0.2, 0, 0, 0, 0], [0.1, 0.2, 0.7, 0, 0, 0, 0]])
+    y = np.array([1, 0])
+    assert evaluate.top_k_accuracy(y, proba, 1) == 0.0
+    assert evaluate.top_k_accuracy(y, proba, 2) == 0.5
+    assert evaluate.top_k_accuracy(y, proba, 3) == 1.0
+
+
+def test_wrong_probability_shape():
+    with pytest.raises(ValueError, match=r"proba must be \(N, 7\)"):
+        evaluate.split_metrics(np.array([0, 1]), np.zeros((2, 5)))
+
+
+def test_clean_private_test_leaves_out_training_copies(small_ds):
+    ds = small_ds.subset(np.arange(len(small_ds)))
+    train, test = np.flatnonzero(ds.usage == TRAIN), np.flatnonzero(ds.usage == TEST)
+    ds.pixels[test[:3]] = ds.pixels[train[:3]]
+    perfect = {s: one_hot(ds.split(s)[1]) for s in (VAL, TEST)}
+    m = evaluate.evaluate_predictions(perfect, ds)
+    assert m[TEST]["n"] == len(test) and m[evaluate.CLEAN_TEST]["n"] == len(test) - 3
+    assert m[TEST]["accuracy"] == m[evaluate.CLEAN_TEST]["accuracy"] == 1.0
+
+
+def _record(run="03_cnn_small_none_cpu", acc=0.5):
+    metrics = {s: evaluate.split_metrics(np.array([0, 1, 3, 3]), one_hot(np.array([0, 1, 3, 2 if acc < 1 else 3])))
+               for s in (VAL, TEST, evaluate.CLEAN_TEST)}
+    return evaluate.metrics_record(run, "03_baselines", "cnn_small", "none", "cpu", {"lr": 1e-3},
+                                   {"name": "x", "fingerprint": "abc", "n_train": 1, "n_val": 1, "n_test": 1},
+                                   {"epochs": 2, "seconds": 90.0}, metrics, n_params=np.int64(10))
+
+
+def test_metrics_file_round_trip_and_contract(tmp_path):
+    record = _record()
+    path = evaluate.write_metrics(record, tmp_path / "metrics")
+    assert path.name == "03_cnn_small_none_cpu.json"
+    assert not list(path.parent.glob("*.tmp"))
+    loaded = evaluate.read_metrics(tmp_path / "metrics")[0]
+    assert loaded == json.loads(json.dumps(record, default=int))
+    for key in ("run", "notebook", "model", "sampling", "profile", "params", "dataset", "train", "metrics"):
+        assert key in loaded
+    for split in (VAL, TEST):
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2", "top3", "per_class", "confusion"):
+            assert key in loaded["metrics"][split]
+
+
+def test_summary_lists_every_run(tmp_path):
+    evaluate.write_metrics(_record("a_run"), tmp_path / "metrics")
+    evaluate.write_metrics(_record("b_run", acc=1.0), tmp_path / "metrics")
+    table = evaluate.write_summary(tmp_path)
+    assert list(table["run"]) == ["a_run", "b_run"]
+    assert list(table["PrivateTest_acc"]) == [75.0, 100.0]
+    assert table["train_min"].tolist() == [1.5, 1.5]
+    md = (tmp_path / "summary.md").read_text()
+    assert "| a_run |" in md and "| b_run |" in md
+    assert (tmp_path / "summary.csv").read_text().startswith("run,")

@@ -1,0 +1,112 @@
+"""The shared fit helper: learns, selects on PublicTest, resumes, respects budgets, distributes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fer_utils import config, models
+from fer_utils.config import TRAIN, VAL
+from fer_utils.notebook import start
+from fer_utils.synthetic import make_synthetic_fer
+from fer_utils.train import TrainConfig, fit, train_and_evaluate
+
+keras = config.import_keras()
+
+
+def tiny_cnn():
+    layers = keras.layers
+    inputs = keras.Input((48, 48))
+    x = layers.Rescaling(1 / 255)(layers.Reshape((48, 48, 1))(inputs))
+    for filters in (8, 16):
+        x = layers.MaxPooling2D()(layers.Conv2D(filters, 3, activation="relu")(x))
+    outputs = layers.Dense(7, activation="softmax")(layers.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    ds = make_synthetic_fer(700, seed=2)
+    return ds.split(TRAIN) + ds.split(VAL)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates a crash after the given epoch (after the backup was written)."""
+
+    def __init__(self, after_epoch):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_fit_resumes_after_an_interruption(faces, tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=64, patience=None, augment="standard")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0, callbacks=[Interrupt(after_epoch=1)])
+    assert (tmp_path / "backup").exists()
+    result = fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0)
+    assert result.resumed_from_epoch == 2
+    assert result.epochs == 4 and len(result.history["val_accuracy"]) == 4
+    assert result.stopped == "completed"
+    # The returned model is the best PublicTest epoch.
+    x_val, y_val = faces[2], faces[3]
+    accuracy = (result.model.predict(x_val, verbose=0).argmax(1) == y_val).mean()
+    assert accuracy == pytest.approx(max(result.history["val_accuracy"]), abs=1e-6)
+
+
+def test_time_budget_and_early_stopping(faces, tmp_path):
+    budget = fit(tiny_cnn, *faces, TrainConfig(epochs=5, batch_size=64, time_budget_s=1e-3), tmp_path / "a", verbose=0)
+    assert budget.epochs == 1 and budget.stopped.startswith("time budget")
+    never_improves = TrainConfig(epochs=20, batch_size=64, learning_rate=0.0, patience=2)
+    early = fit(tiny_cnn, *faces, never_improves, tmp_path / "b", verbose=0)
+    assert early.epochs == 3 and early.stopped.startswith("early stopping")
+
+
+def test_class_weights_and_label_smoothing_run(faces, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=64, label_smoothing=0.1, class_weight={i: 1.0 + i for i in range(7)},
+                      schedule="cosine", optimizer="adamw")
+    result = fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0)
+    assert np.isfinite(result.history["loss"][0])
+
+
+def test_train_and_evaluate_loads_instead_of_retraining(tmp_path, capsys):
+    run = start("03_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    first = train_and_evaluate(run, "tiny", tiny_cnn, cfg)
+    metrics_file = run.metrics_dir / "03_tiny_none_smoke.json"
+    assert metrics_file.exists() and (run.models_dir / "03_tiny_none_smoke.keras").exists()
+    assert first["dataset"]["fingerprint"] == run.dataset.fingerprint
+    assert set(first["metrics"]) == {"PublicTest", "PrivateTest", "PrivateTest_clean"}
+    stamp = metrics_file.stat().st_mtime_ns
+    second = train_and_evaluate(run, "tiny", tiny_cnn, cfg)
+    assert "loaded, not retrained" in capsys.readouterr().out
+    assert metrics_file.stat().st_mtime_ns == stamp and second == json.loads(metrics_file.read_text())
+    # Other settings are another experiment: retrained.
+    third = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=32))
+    assert third["params"]["batch_size"] == 32 and metrics_file.stat().st_mtime_ns != stamp
+
+
+def test_fit_under_mirrored_strategy_with_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from fer_utils import models
+        from fer_utils.synthetic import make_synthetic_fer
+        from fer_utils.train import TrainConfig, fit
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        ds = make_synthetic_fer(300, seed=0)
+        result = fit(lambda: models.build("fc_2304_256_512_7"), *ds.split("Training"), *ds.split("PublicTest"),
+                     TrainConfig(epochs=2, batch_size=32), r"{tmp_path}", strategy=strategy, verbose=0)
+        assert strategy.num_replicas_in_sync == 2
+        print("replicas", strategy.num_replicas_in_sync, "epochs", result.epochs, "loss", result.history["loss"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2 epochs 2" in done.stdout
