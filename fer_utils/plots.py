@@ -120,3 +120,155 @@ def duplicate_examples(pixels: np.ndarray, groups: pd.DataFrame, n: int = 8,
         ax.axis("off")
     fig.suptitle(title)
     return fig
+
+
+def confusion_matrix(confusion, title: str = "Confusion matrix", normalize: bool = True):
+    """Heat map of a 7x7 confusion matrix (rows = true class); ``normalize`` shows row shares (recall)."""
+    cm = np.asarray(confusion, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    sns.heatmap(shown, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, cbar=False,
+                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, ax=ax, vmin=0, vmax=1 if normalize else None)
+    ax.set(title=title, xlabel="predicted", ylabel="true")
+    return fig
+
+
+def learning_curves(histories: dict[str, dict], metric: str = "accuracy", title: str | None = None):
+    """Training (dashed) and PublicTest (solid) curves of ``metric`` for one or more runs."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (name, history) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        if metric in history:
+            ax.plot(range(1, len(history[metric]) + 1), history[metric], "--", color=color, alpha=0.6)
+        if f"val_{metric}" in history:
+            ax.plot(range(1, len(history[f"val_{metric}"]) + 1), history[f"val_{metric}"], "-", color=color,
+                    label=name)
+    ax.set(title=title or f"{metric}: training (dashed) and PublicTest (solid)", xlabel="epoch", ylabel=metric)
+    ax.legend(fontsize=8, loc="best")
+    sns.despine(fig)
+    return fig
+
+
+def method_comparison(table: pd.DataFrame, x: str, metrics: list[str], title: str = "", ylabel: str = "%"):
+    """Grouped bars of several metric columns (one group per row of ``table``, labelled by ``x``)."""
+    long = table.melt(id_vars=x, value_vars=metrics, var_name="metric", value_name="value")
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table)), 4))
+    sns.barplot(data=long, x=x, y="value", hue="metric", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=1)
+    ax.set(title=title, xlabel="", ylabel=ylabel)
+    ax.tick_params(axis="x", rotation=20)
+    sns.despine(fig)
+    return fig
+
+
+def per_class_heatmap(table: pd.DataFrame, title: str = "Per-class F1 (PrivateTest)"):
+    """Heat map of a runs x classes table (e.g. F1 per class per run), with values annotated."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.5))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", cbar=False, ax=ax)
+    ax.set(title=title, xlabel="", ylabel="")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Class balancing (notebook 02)
+
+
+def balance_distributions(results: dict, title: str = "Training images per class, before and after balancing"):
+    """Small multiples, one panel per balancing method: images per class before (grey) and after,
+    split into original or copied rows (blue) and new ones (orange: SMOTE interpolations,
+    augmented copies). ``results`` maps a method name to an object with ``counts_before``,
+    ``counts_after`` (``(7,)`` ints), ``y`` and ``is_synthetic`` (``(M,)``), e.g. a
+    ``fer_utils.balance.BalanceResult``."""
+    n = len(results)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), sharey=True, squeeze=False)
+    x = np.arange(len(CLASS_NAMES))
+    for ax, (method, result) in zip(axes.flat, results.items()):
+        new = np.bincount(result.y[result.is_synthetic], minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
+        kept = result.counts_after - new
+        ax.bar(x, result.counts_before, width=0.85, color="0.85", label="before")
+        ax.bar(x, kept, width=0.5, color="tab:blue", label="after: original or copied")
+        ax.bar(x, new, width=0.5, bottom=kept, color="tab:orange", label="after: new (interpolated / augmented)")
+        ax.set_title(f"{method}: {int(result.counts_before.sum()):,} → {int(result.counts_after.sum()):,}",
+                     fontsize=10)
+        ax.set_xticks(x, CLASS_NAMES, rotation=45, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("images")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.965))
+    fig.suptitle(title, y=1.0)
+    sns.despine(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def smote_examples(x_original: np.ndarray, x_synthetic: np.ndarray, parents: pd.DataFrame,
+                   title: str = "SMOTE images (middle) and the two originals they were interpolated between"):
+    """One column per SMOTE image: parent a (top), the synthetic image (middle), parent b (bottom).
+    ``parents`` is ``fer_utils.balance.smote_parents(...)`` for ``x_synthetic`` (uint8
+    ``(K, 48, 48)``); its ``parent_a``/``parent_b`` index ``x_original`` (``(N, 48, 48)``).
+    Titles give the position ``t`` on the segment a -> b and the largest pixel error (grey levels)."""
+    k = len(parents)
+    fig, axes = plt.subplots(3, k, figsize=(1.35 * k + 0.8, 5.2), squeeze=False)
+    for j, row in enumerate(parents.itertuples()):
+        images = (x_original[row.parent_a], x_synthetic[j], x_original[row.parent_b])
+        for i, image in enumerate(images):
+            axes[i, j].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(f"{row.label}\n#{row.parent_a}", fontsize=8)
+        axes[1, j].set_title(f"t = {row.t:.2f}, err {row.max_abs_error:.2f}", fontsize=7)
+        axes[2, j].set_title(f"#{row.parent_b}", fontsize=8)
+    for ax, name in zip(axes[:, 0], ("parent a", "SMOTE", "parent b")):
+        ax.set_ylabel(name, fontsize=9)
+    for ax in axes[1]:
+        for spine in ax.spines.values():
+            spine.set_edgecolor("tab:orange")
+            spine.set_linewidth(2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def augment_examples(x_original: np.ndarray, x_new: np.ndarray, sources: np.ndarray, labels: np.ndarray,
+                     title: str = "Augmented copies (bottom) of training images (top)"):
+    """Originals ``x_original[sources]`` above their augmented copies ``x_new`` (uint8
+    ``(K, 48, 48)``), titled with the class names of ``labels`` (``(K,)``)."""
+    k = len(x_new)
+    fig, axes = plt.subplots(2, k, figsize=(1.35 * k + 0.8, 3.4), squeeze=False)
+    for j in range(k):
+        for i, image in enumerate((x_original[sources[j]], x_new[j])):
+            axes[i, j].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(CLASS_NAMES[labels[j]], fontsize=8)
+    axes[0, 0].set_ylabel("original", fontsize=9)
+    axes[1, 0].set_ylabel("augmented", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def balance_costs(table: pd.DataFrame, title: str = "What each balancing method costs"):
+    """Horizontal bars of wall time (s) and peak extra memory (MiB) per method, from a table
+    indexed by method with ``seconds`` and ``peak_memory_mb`` columns (as from
+    ``fer_utils.balance.summary_table``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(table) + 1.4), sharey=True)
+    for ax, column, label, color in ((axes[0], "seconds", "wall time (s)", "tab:blue"),
+                                     (axes[1], "peak_memory_mb", "peak extra memory (MiB)", "tab:purple")):
+        values = table[column][::-1]
+        bars = ax.barh(values.index, values.to_numpy(), color=color)
+        ax.bar_label(bars, labels=[f"{v:,.1f}" if v < 10 else f"{v:,.0f}" for v in values], fontsize=8, padding=2)
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(values.max(), 1e-9) * 1.18)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig

@@ -40,7 +40,9 @@ class TrainConfig:
     after 5 epochs without PublicTest improvement). ``augment``: None, ``flip`` or ``standard``
     (flip, shift, rotation, zoom, Gaussian noise). ``patience``: early-stopping epochs on
     PublicTest accuracy (None: off). ``time_budget_s``: stop after the epoch that crosses it.
-    ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (Nesterov momentum 0.9).
+    ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (Nesterov momentum 0.9). ``epoch_size``:
+    images drawn per epoch (None: one pass over the training set), so runs on training sets of
+    different sizes (e.g. after oversampling) cost the same per epoch.
     """
 
     epochs: int = 30
@@ -54,6 +56,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weight: dict | None = None
     time_budget_s: float | None = None
+    epoch_size: int | None = None
     seed: int = 42
 
     def params(self) -> dict:
@@ -214,7 +217,7 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
     def scope():  # a fresh context each time: strategy scopes cannot be re-entered
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
-    steps = int(np.ceil(len(x_train) / config.batch_size))
+    steps = int(np.ceil((config.epoch_size or len(x_train)) / config.batch_size))
     with scope():
         model = build()
         model.compile(
@@ -225,6 +228,8 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
     train_data = _dataset(x_train, y_train, config.batch_size, shuffle=True,
                           augmenter=make_augmenter(config.augment, config.seed),
                           class_weight=config.class_weight, seed=config.seed)
+    if config.epoch_size:
+        train_data = train_data.repeat()
     val_data = _dataset(x_val, y_val, max(config.batch_size, 256))
 
     timer = _EpochTimer(config.time_budget_s, already_spent_s=float(np.sum(prior.get("epoch_seconds", []))))
@@ -232,7 +237,7 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
     finished = workdir / "finished.txt"  # written when model.fit returns: nothing left to resume
     if not finished.exists():
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
-                  verbose=verbose)
+                  steps_per_epoch=steps if config.epoch_size else None, verbose=verbose)
         epochs_run = len(read_history(history_csv).get("loss", []))
         if timer.budget_hit:
             reason = f"time budget ({config.time_budget_s:.0f} s)"
@@ -271,12 +276,13 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 
 
 def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], config: TrainConfig,
-                       sampling: str = "none", train_data: tuple[np.ndarray, np.ndarray] | None = None,
+                       sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False) -> dict:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
-    after balancing); PublicTest selects the epoch; PrivateTest is only reported. When a metrics
+    after balancing): ``(x, y)`` or a function returning it, called only if training is needed
+    (so loading saved results skips an expensive resampling). PublicTest selects the epoch; PrivateTest is only reported. When a metrics
     file for the same dataset fingerprint and settings and its model exist, they are loaded
     instead of retraining, unless ``run.force``. Returns the metrics record.
     """
@@ -292,6 +298,8 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
             print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
                   "loaded, not retrained (force=True retrains)")
             return record
+    if callable(train_data):
+        train_data = train_data()
     x_train, y_train = train_data if train_data is not None else ds.split(TRAIN)
     x_val, y_val = ds.split(VAL)
     workdir = run.models_dir / f"{run_id}.work"
@@ -306,7 +314,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     record = metrics_record(
         run_id, run.notebook, model_name, sampling, run.profile.name, params, ds.describe(),
         {"epochs": result.epochs, "seconds": round(result.seconds, 1), "stopped": result.stopped,
-         "n_train": int(len(x_train)), "images_per_second": round(result.epochs * len(x_train) / max(result.seconds, 1e-9), 1),
+         "n_train": int(len(x_train)), "images_per_second": round(result.epochs * (config.epoch_size or len(x_train)) / max(result.seconds, 1e-9), 1),
          "resumed_from_epoch": result.resumed_from_epoch},
         metrics, weights="none", n_params=int(result.model.count_params()),
         keras_predict_ms_per_face=round(ms_per_face, 3),

@@ -110,3 +110,15 @@ def test_fit_under_mirrored_strategy_with_two_logical_cpus(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replicas 2 epochs 2" in done.stdout
+
+
+def test_epoch_size_fixes_the_work_per_epoch(faces, tmp_path):
+    class CountBatches(keras.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            CountBatches.batches += 1
+
+    cfg = TrainConfig(epochs=2, batch_size=50, epoch_size=100, patience=None)
+    fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0, callbacks=[CountBatches()])
+    assert CountBatches.batches == 4  # 2 epochs x 100 images / 50 per batch, whatever len(x_train)
