@@ -1,8 +1,20 @@
 """fer_utils: the library behind the FER2013 reproduction notebooks.
 
-One module per pipeline stage: ``config`` (classes, profiles, paths), ``data`` (loading,
-fingerprint, duplicates), ``synthetic`` (the stand-in dataset), ``plots`` (figures),
-``notebook`` (the shared set-up every notebook calls), ``pipeline`` (runs notebooks with papermill).
+One module per pipeline stage:
+
+- ``config``: class names, splits, paths, profiles, seeding;
+- ``data``: loading both FER2013 layouts, cache, fingerprint, duplicate audit;
+- ``synthetic``: the procedurally generated stand-in dataset;
+- ``eda``: exploratory statistics;
+- ``balance``: class balancing of the training split (imbalanced-learn, augmentation, weights);
+- ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
+- ``train``: the shared, resumable ``fit`` and ``train_and_evaluate``;
+- ``evaluate``: metrics, metrics files, the summary table;
+- ``plots``: figures;
+- ``notebook``: the set-up every notebook shares;
+- ``pipeline``: runs the notebooks with papermill (``make all``).
+
+Heavy modules (``models``, ``train``) import TensorFlow; ``data`` and ``synthetic`` do not.
 """
 
 __version__ = "0.1.0"

@@ -272,3 +272,199 @@ def balance_costs(table: pd.DataFrame, title: str = "What each balancing method 
     sns.despine(fig)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Face alignment and explanations (notebooks 07 and 08)
+
+
+def alignment_examples(original: np.ndarray, aligned: np.ndarray, labels: np.ndarray,
+                       found: np.ndarray | None = None,
+                       title: str = "Without (top) and with (bottom) MTCNN alignment"):
+    """Faces before (top row) and after alignment (bottom row), ``(K, 48, 48)`` uint8 each, titled
+    with the class names of ``labels`` ``(K,)``; columns where ``found`` ``(K,)`` is False (no face
+    found, original kept) are titled in red."""
+    k = len(original)
+    fig, axes = plt.subplots(2, max(k, 1), figsize=(1.3 * max(k, 1) + 0.8, 3.2), squeeze=False)
+    for j in range(k):
+        for i, image in enumerate((original[j], aligned[j])):
+            axes[i, j].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        missed = found is not None and not found[j]
+        axes[0, j].set_title(CLASS_NAMES[labels[j]] + ("\nno face" if missed else ""), fontsize=8,
+                             color="tab:red" if missed else "black")
+    axes[0, 0].set_ylabel("original", fontsize=9)
+    axes[1, 0].set_ylabel("aligned", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _lime_overlay(ax, image, heat, mask=None):
+    """Gray face with a signed LIME heat map (red: for the class, blue: against) over it, and the
+    outline of ``mask`` (LIME's top segments)."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    limit = float(np.abs(heat).max()) or 1.0
+    ax.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55)
+    if mask is not None and mask.any() and not mask.all():
+        ax.contour(mask.astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
+
+
+def explanation_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, lime_maps: np.ndarray,
+                     cam_maps: np.ndarray | None = None, confidence: np.ndarray | None = None,
+                     extra_cams: np.ndarray | None = None, extra_label: str = "Grad-CAM\n(true class)",
+                     masks: np.ndarray | None = None, title: str = "LIME and Grad-CAM"):
+    """One column per face: the face ``(K, 48, 48)``, its LIME heat map (``(K, 48, 48)``, signed:
+    red regions raise the explained class's probability, blue ones lower it), its Grad-CAM map
+    (``(K, 48, 48)`` in 0-1, optional) and optionally a second Grad-CAM row ``extra_cams`` (e.g. for
+    the true class). Titles: true and predicted class (and ``confidence`` ``(K,)``, 0-1);
+    ``masks``: ``(K, 48, 48)`` bool, LIME's top segments per face, outlined in yellow."""
+    k = len(images)
+    if k == 0:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: no examples", ha="center", va="center")
+        return fig
+    rows = [("face", None), ("LIME\n(predicted)", lime_maps)]
+    if cam_maps is not None:
+        rows.append(("Grad-CAM\n(predicted)", cam_maps))
+    if extra_cams is not None:
+        rows.append((extra_label, extra_cams))
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.35 * k + 1.0, 1.45 * len(rows) + 0.6), squeeze=False)
+    for j in range(k):
+        for i, (name, maps) in enumerate(rows):
+            ax = axes[i, j]
+            if maps is None:
+                ax.imshow(images[j], cmap="gray", vmin=0, vmax=255)
+            elif name.startswith("LIME"):
+                _lime_overlay(ax, images[j], maps[j], None if masks is None else masks[j])
+            else:
+                ax.imshow(images[j], cmap="gray", vmin=0, vmax=255)
+                ax.imshow(maps[j], cmap="jet", vmin=0, vmax=1, alpha=0.45)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        wrong = y_true[j] != y_pred[j]
+        conf = f" ({confidence[j]:.2f})" if confidence is not None else ""
+        axes[0, j].set_title(f"true {CLASS_NAMES[y_true[j]]}\npred {CLASS_NAMES[y_pred[j]]}{conf}", fontsize=7,
+                             color="tab:red" if wrong else "black")
+    for i, (name, _) in enumerate(rows):
+        axes[i, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mean_map_grid(images: np.ndarray, maps: np.ndarray, labels: np.ndarray,
+                  groups: dict[str, np.ndarray] | None = None,
+                  title: str = "Mean Grad-CAM per class over the mean face"):
+    """Per class (columns) and group (rows, ``groups`` maps a name to a ``(N,)`` bool mask, e.g.
+    correctly and wrongly classified), the mean face of ``images`` ``(N, 48, 48)`` with the mean of
+    ``maps`` ``(N, 48, 48)`` (0-1) over it; titles give the number of faces."""
+    groups = groups or {"all": np.ones(len(labels), bool)}
+    fig, axes = plt.subplots(len(groups), len(CLASS_NAMES), figsize=(1.45 * len(CLASS_NAMES) + 1, 1.6 * len(groups) + 0.5),
+                             squeeze=False)
+    for i, (name, mask) in enumerate(groups.items()):
+        for c, ax in enumerate(axes[i]):
+            chosen = np.asarray(mask, bool) & (np.asarray(labels) == c)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if chosen.any():
+                ax.imshow(images[chosen].mean(axis=0), cmap="gray", vmin=0, vmax=255)
+                ax.imshow(maps[chosen].mean(axis=0), cmap="jet", vmin=0, vmax=1, alpha=0.45)
+            ax.set_title(f"{CLASS_NAMES[c]} (n={int(chosen.sum())})", fontsize=7)
+        axes[i, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def classwise_before_after(before: dict, after: dict, names: tuple[str, str] = ("original", "aligned"),
+                           title: str = "Class-wise metrics before and after alignment (PrivateTest)"):
+    """Precision, recall and F1 per class (one panel each) for two runs, as grouped bars.
+    ``before``/``after``: a metrics split's ``per_class`` dict ({class: {precision, recall, f1, ...}})."""
+    metrics = ("precision", "recall", "f1")
+    frame = pd.DataFrame([{"class": c, "run": run_name, "metric": m, "value": 100 * per_class[c][m]}
+                          for run_name, per_class in zip(names, (before, after)) for c in CLASS_NAMES for m in metrics])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
+    for ax, metric in zip(axes, metrics):
+        sns.barplot(data=frame[frame["metric"] == metric], x="class", y="value", hue="run", ax=ax)
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.0f", fontsize=6, padding=1)
+        ax.set(title=metric, xlabel="", ylabel="%" if metric == "precision" else "")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        if metric != "f1":
+            ax.get_legend().remove()
+    fig.suptitle(title)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and real-time figures (notebooks 09 and 10)
+
+
+def latency_comparison(table: pd.DataFrame, title: str = "Classifier latency per face (median)"):
+    """Grouped bars of ms per face (log scale) per engine, one group per batch size, from a
+    ``fer_utils.export.benchmark`` table (columns ``engine``, ``batch``, ``ms_per_face``)."""
+    pivot = table.pivot_table(index="engine", columns="batch", values="ms_per_face", sort=False)
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(pivot) * len(pivot.columns) + 1.2))
+    height = 0.8 / len(pivot.columns)
+    for j, batch in enumerate(pivot.columns):
+        ys = np.arange(len(pivot))[::-1] - (j - (len(pivot.columns) - 1) / 2) * height  # first batch on top
+        bars = ax.barh(ys, pivot[batch].to_numpy(), height=height, label=f"batch {batch}")
+        ax.bar_label(bars, labels=[f"{v:.3g} ms" for v in pivot[batch]], fontsize=8, padding=2)
+    ax.set_yticks(np.arange(len(pivot))[::-1], pivot.index)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per face (log scale)")
+    ax.set_xlim(right=ax.get_xlim()[1] * 4)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def stage_latency(table: pd.DataFrame, stages: tuple[str, ...] = ("read", "detect", "crop", "classify", "draw", "output"),
+                  title: str = "Real-time pipeline: mean ms per frame by stage"):
+    """Stacked horizontal bars of mean ms per stage for each option (rows of a
+    ``fer_utils.realtime.latency_table``: ``<stage>_ms`` and ``fps`` columns), FPS labelled."""
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(table) + 1.4))
+    left = np.zeros(len(table))
+    ys = np.arange(len(table))[::-1]
+    colors = sns.color_palette("tab10", len(stages))
+    for stage, color in zip(stages, colors):
+        values = table[f"{stage}_ms"].fillna(0).to_numpy()
+        ax.barh(ys, values, left=left, color=color, label=stage)
+        left += values
+    for y, total, fps in zip(ys, left, table["fps"]):
+        ax.text(total, y, f"  {total:.1f} ms, {fps:.0f} FPS", va="center", fontsize=8)
+    ax.set_yticks(ys, table.index)
+    ax.set_xlim(0, max(left.max(), 1e-9) * 1.35)
+    ax.set_xlabel("mean ms per frame")
+    ax.legend(ncol=len(stages), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(table) > 2 else -0.3))
+    ax.set_title(title)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def frame_grid(frames: list, titles: list[str] | None = None, cols: int = 3, bgr: bool = True,
+               title: str | None = None, width: float = 4.2):
+    """Frames (``(H, W, 3)`` uint8, BGR unless ``bgr=False``) in a grid, with optional titles."""
+    rows = max(1, int(np.ceil(len(frames) / cols)))
+    aspect = frames[0].shape[0] / frames[0].shape[1] if frames else 0.75
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, (width * aspect + 0.4) * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, frame in enumerate(frames):
+        ax = axes.ravel()[i]
+        ax.imshow(frame[..., ::-1] if bgr else frame)
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -334,3 +334,35 @@ def _display_path(path: Path) -> str:
 
     path = Path(path).resolve()
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+#: The baseline recipes of notebooks 03 and 07, per profile: epochs, early-stopping patience and
+#: a time cap (minutes). CNN epochs draw ``epoch_size`` images each (the Training split's size),
+#: so runs on balanced (larger) training sets cost the same.
+BASELINE_RECIPES: dict[str, dict[str, dict]] = {
+    "fc": {
+        "smoke": dict(epochs=1, patience=None),
+        "cpu": dict(epochs=40, patience=6),
+        "full": dict(epochs=100, patience=10),
+    },
+    "cnn": {
+        "smoke": dict(epochs=1, patience=None, budget_min=None),
+        "cpu": dict(epochs=4, patience=None, budget_min=15),
+        "full": dict(epochs=150, patience=15, budget_min=None),
+    },
+}
+
+
+def baseline_config(kind: str, profile, epoch_size: int | None = None, seed: int = 42) -> TrainConfig:
+    """The shared baseline ``TrainConfig`` for ``kind`` ``"fc"`` or ``"cnn"`` under a profile.
+
+    FC nets: Adam 1e-3, early stopping on PublicTest. CNNs: Adam 1e-3 with a cosine schedule over
+    the profile's epochs of ``epoch_size`` images each, capped by a time budget.
+    """
+    recipe = BASELINE_RECIPES[kind][profile.name]
+    if kind == "fc":
+        return TrainConfig(epochs=recipe["epochs"], batch_size=profile.batch_size, learning_rate=1e-3,
+                           patience=recipe["patience"], seed=seed)
+    return TrainConfig(epochs=recipe["epochs"], batch_size=profile.batch_size, learning_rate=1e-3,
+                       schedule="cosine", patience=recipe["patience"], epoch_size=epoch_size,
+                       time_budget_s=recipe["budget_min"] and 60 * recipe["budget_min"], seed=seed)

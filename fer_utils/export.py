@@ -1,0 +1,627 @@
+"""Keras -> ONNX export, parity check, graph simplification, int8 quantization and latency
+benchmarks; :class:`OnnxClassifier` runs an exported model with ONNX Runtime.
+
+The exported graph keeps the project's model contract: input ``face`` float32 ``(N, 48, 48)``
+with pixel values 0-255 (scaling is inside the graph), output 7 softmax probabilities ``(N, 7)``
+in ``config.CLASS_NAMES`` order. Every file is written atomically (temp file, then rename).
+
+Typical use::
+
+    info = export_bundle("models/03_cnn_small_none_cpu.keras", "models", "03_cnn_small_none_cpu",
+                         parity_faces=x_public, calibration_faces=x_train[:512])
+    clf = OnnxClassifier(info["onnx"])          # clf.predict(uint8 faces (N, 48, 48)) -> (N, 7)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras
+
+ONNX_OPSET = 17  #: opset of exported graphs (ONNX Runtime >= 1.14 runs it)
+INPUT_NAME = "face"  #: name of the exported graph's input
+#: Where the CLI and the demo look for the released model when none is given.
+RELEASED_MODEL = PROJECT_ROOT / "models" / "fer_champion.onnx"
+HOW_TO_GET_A_MODEL = (
+    "export one with notebook 09 (`make 09`, which writes models/fer_champion.onnx from the best "
+    "trained model), or pass --model PATH to any .onnx file exported by fer_utils.export.export_onnx"
+)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or not a FER classifier; the message names the path."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence native (C++) log lines written straight to file descriptor 2 (TensorFlow's)."""
+    import sys
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _save_onnx_atomic(onnx_model, path: Path) -> Path:
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.onnx")
+    onnx.save(onnx_model, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_keras_model(path: str | os.PathLike):
+    """A saved ``.keras`` model; :class:`ModelFileError` naming the path if missing or unreadable."""
+    keras = import_keras()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such Keras model file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001  (Keras raises many kinds)
+        raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
+
+
+def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path:
+    """Convert a Keras model (or a ``.keras`` path) to ONNX at ``path`` with tf2onnx.
+
+    The graph's input is ``face``: float32 ``(None, 48, 48)``, pixel values 0-255; its output
+    is the model's ``(None, 7)`` probabilities. Works with Keras 3 functional and sequential
+    models (``tf2onnx.convert.from_keras``, falling back to tracing ``model(x)`` in a
+    ``tf.function`` when that fails).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_keras_model(model)
+    spec = (tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME),)
+    with _quiet_stderr():
+        try:
+            onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        except Exception:  # noqa: BLE001  (tf2onnx's Keras path breaks on some Keras 3 models)
+            function = tf.function(lambda face: model(face, training=False), input_signature=spec)
+            onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
+    onnx_model.doc_string = f"FER2013 expression classifier; classes: {', '.join(CLASS_NAMES)}"
+    _set_metadata(onnx_model, {"classes": ",".join(CLASS_NAMES), "input": "face float32 (N,48,48) 0-255",
+                               "source_model": getattr(model, "name", "")})
+    return _save_onnx_atomic(onnx_model, Path(path))
+
+
+def _set_metadata(onnx_model, values: dict) -> None:
+    import onnx
+
+    existing = {p.key: p for p in onnx_model.metadata_props}
+    for key, value in values.items():
+        if key in existing:
+            existing[key].value = str(value)
+        else:
+            onnx_model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
+
+
+def node_count(model_or_path) -> int:
+    """Number of nodes in an ONNX graph (a path or an ``onnx.ModelProto``)."""
+    return sum(op_counts(model_or_path).values())
+
+
+def op_counts(model_or_path) -> dict[str, int]:
+    """Nodes per operator type, e.g. ``{"Conv": 4, "Relu": 5, ...}``, most frequent first."""
+    import onnx
+
+    graph = (onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def simplify_onnx(src: str | os.PathLike, dst: str | os.PathLike, method: str = "auto") -> dict:
+    """Simplify an ONNX graph (constant folding, fusions, dead-node removal) into ``dst``.
+
+    ``method``: ``onnxslim`` (the onnxslim package), ``ort`` (ONNX Runtime's basic offline graph
+    optimizations, saved to file; the result stays portable ONNX) or ``auto`` (onnxslim if it
+    is installed, else ``ort``). Returns ``{method, nodes_before, nodes_after, ops_before, ops_after}``.
+    """
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    if method == "auto":
+        try:
+            import onnxslim  # noqa: F401
+            method = "onnxslim"
+        except ImportError:
+            method = "ort"
+    before = op_counts(src)
+    if method == "onnxslim":
+        import onnxslim
+
+        simplified = onnxslim.slim(onnx.load(str(src)))
+        _save_onnx_atomic(simplified, dst)
+    elif method == "ort":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        tmp = dst.with_name(dst.stem + ".tmp.onnx")
+        options.optimized_model_filepath = str(tmp)
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        os.replace(tmp, dst)
+    else:
+        raise ValueError(f"method={method!r}: choose 'auto', 'onnxslim' or 'ort'")
+    after = op_counts(dst)
+    return {"method": method, "nodes_before": sum(before.values()), "nodes_after": sum(after.values()),
+            "ops_before": before, "ops_after": after}
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+
+
+def _calibration_reader(faces: np.ndarray, input_name: str, batch: int = 32):
+    """An ONNX Runtime ``CalibrationDataReader`` feeding ``faces`` (uint8 ``(N, 48, 48)``) in batches."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FaceReader(CalibrationDataReader):
+        def __init__(self):
+            self.faces, self.position = np.asarray(faces, dtype=np.float32), 0
+
+        def get_next(self):
+            if self.position >= len(self.faces):
+                return None
+            self.position += batch
+            return {input_name: self.faces[self.position - batch:self.position]}
+
+        def rewind(self):
+            self.position = 0
+
+    return FaceReader()
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_faces: np.ndarray | None = None,
+                  mode: str = "static", per_channel: bool = True) -> Path:
+    """int8-quantize an ONNX classifier with ONNX Runtime into ``dst``.
+
+    ``mode="static"`` (the default, what keeps accuracy for conv nets): weights int8 per output
+    channel, activations uint8 with ranges calibrated (min-max) on ``calibration_faces`` (uint8
+    ``(N, 48, 48)`` training faces, a few hundred suffice), QDQ format. ``mode="dynamic"``:
+    weights int8, activation ranges computed at run time; needs no calibration data.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        try:  # shape inference + basic optimization, as ONNX Runtime recommends before quantizing
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001  (pre-processing is an optimization, not a requirement)
+            shutil.copyfile(src, prepared)
+        out = Path(work) / "quantized.onnx"
+        if mode == "dynamic":
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+        elif mode == "static":
+            if calibration_faces is None or len(calibration_faces) == 0:
+                raise ValueError("static quantization needs calibration_faces (uint8 (N, 48, 48) training faces)")
+            reader = _calibration_reader(calibration_faces, _input_name(prepared))
+            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=per_channel)
+        else:
+            raise ValueError(f"mode={mode!r}: choose 'static' or 'dynamic'")
+        tmp = dst.with_name(dst.stem + ".tmp.onnx")
+        shutil.copyfile(out, tmp)
+        os.replace(tmp, dst)
+    return dst
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path)).graph.input[0].name
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+
+
+class OnnxClassifier:
+    """An exported FER classifier in an ONNX Runtime session.
+
+    ``predict(faces)`` takes faces ``(N, 48, 48)`` (uint8 or float, values 0-255; a single
+    ``(48, 48)`` face is accepted) and returns float32 probabilities ``(N, 7)``, so it plugs into
+    ``evaluate.evaluate_splits``. ``threads`` sets ONNX Runtime's intra-op threads (None: its
+    default, one per physical core). A missing, unreadable or non-FER model file raises
+    :class:`ModelFileError` naming the path.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: no such model file")
+        if self.path.is_dir():
+            raise ModelFileError(f"{self.path}: is a folder, not an .onnx model file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path}: not a valid ONNX model ({reason})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shape = list(inputs[0].shape)
+        if len(inputs) != 1 or len(shape) not in (3, 4) or shape[1:3] != [IMAGE_SIZE, IMAGE_SIZE] \
+                or outputs[0].shape[-1] != NUM_CLASSES:
+            raise ModelFileError(
+                f"{self.path}: not a FER classifier (expects one input (N, 48, 48) and {NUM_CLASSES} "
+                f"outputs; this model has inputs {[i.shape for i in inputs]} and outputs {[o.shape for o in outputs]})")
+        self.input_name, self.rank = inputs[0].name, len(shape)
+        self.threads = threads or int(options.intra_op_num_threads) or None
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Probabilities float32 ``(N, 7)`` for faces ``(N, 48, 48)`` with values 0-255."""
+        x = np.asarray(faces, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"faces must be (N, 48, 48), got {np.shape(faces)}")
+        if self.rank == 4:
+            x = x[..., None]
+        if len(x) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        out = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({str(self.path)!r}, threads={self.threads})"
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """How closely two probability arrays ``(N, 7)`` agree: max and mean absolute difference
+    and the share of rows with the same argmax (0-1)."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    diff = np.abs(reference - candidate)
+    return {"n": int(len(reference)), "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+            "argmax_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()) if len(reference) else 1.0}
+
+
+def check_parity(keras_model, onnx_path: str | os.PathLike, faces: np.ndarray, batch_size: int = 256) -> dict:
+    """Parity of an exported model with its Keras original on uint8 faces ``(N, 48, 48)``
+    (e.g. PublicTest): see :func:`parity`."""
+    reference = keras_model.predict(np.asarray(faces, np.float32), batch_size=batch_size, verbose=0)
+    return parity(reference, OnnxClassifier(onnx_path).predict(faces, batch_size))
+
+
+def file_size_mb(path: str | os.PathLike) -> float:
+    """File size in MB (10^6 bytes)."""
+    return Path(path).stat().st_size / 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# One model, end to end
+
+
+def export_bundle(model, out_dir: str | os.PathLike, name: str, parity_faces: np.ndarray,
+                  calibration_faces: np.ndarray | None = None, quantization: str = "static",
+                  simplify_method: str = "auto", opset: int = ONNX_OPSET) -> dict:
+    """Export, simplify, int8-quantize and parity-check one Keras model (or ``.keras`` path).
+
+    Writes ``<out_dir>/<name>.onnx`` (simplified fp32) and ``<out_dir>/<name>.int8.onnx``.
+    Returns a dict: paths (``onnx``, ``int8``), ``nodes_exported``, ``nodes_simplified``,
+    ``nodes_int8``, ``simplify_method``, sizes in MB (``keras_mb`` when a path was given,
+    ``onnx_mb``, ``int8_mb``), ``parity`` (fp32 vs Keras on ``parity_faces``) and
+    ``int8_vs_fp32`` (int8 vs fp32 on the same faces).
+    """
+    keras_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    if keras_path is not None:
+        model = load_keras_model(keras_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path, int8_path = out_dir / f"{name}.onnx", out_dir / f"{name}.int8.onnx"
+    with tempfile.TemporaryDirectory() as work:
+        raw = export_onnx(model, Path(work) / "exported.onnx", opset=opset)
+        simplified = simplify_onnx(raw, onnx_path, simplify_method)
+    quantize_int8(onnx_path, int8_path, calibration_faces, mode=quantization)
+    fp32 = OnnxClassifier(onnx_path).predict(parity_faces)
+    int8 = OnnxClassifier(int8_path).predict(parity_faces)
+    reference = model.predict(np.asarray(parity_faces, np.float32), batch_size=256, verbose=0)
+    info = {
+        "name": name, "onnx": onnx_path, "int8": int8_path, "opset": opset,
+        "nodes_exported": simplified["nodes_before"], "nodes_simplified": simplified["nodes_after"],
+        "nodes_int8": node_count(int8_path), "simplify_method": simplified["method"], "quantization": quantization,
+        "onnx_mb": file_size_mb(onnx_path), "int8_mb": file_size_mb(int8_path),
+        "parity": parity(reference, fp32), "int8_vs_fp32": parity(fp32, int8), "keras_model": model,
+    }
+    if keras_path is not None:
+        info["keras_mb"] = file_size_mb(keras_path)
+        info["keras_file"] = keras_path
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Latency
+
+
+def tf_threads() -> str:
+    """TensorFlow's intra-op thread setting in words (0 means one per core)."""
+    import tensorflow as tf
+
+    n = tf.config.threading.get_intra_op_parallelism_threads()
+    return str(n) if n else f"TF default ({os.cpu_count()} cores)"
+
+
+def keras_predictors(model) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """``Keras predict`` (``model.predict``, what the issue's target compares with) and
+    ``Keras call`` (``model(x, training=False)``, without predict's per-call set-up)."""
+    return {
+        "Keras predict": lambda x: model.predict(np.asarray(x, np.float32), batch_size=max(len(x), 1), verbose=0),
+        "Keras call": lambda x: np.asarray(model(np.asarray(x, np.float32), training=False)),
+    }
+
+
+def benchmark(predictors: dict[str, Callable[[np.ndarray], np.ndarray]], faces: np.ndarray,
+              batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 100, warmup: int = 5,
+              max_seconds: float = 20.0, threads: dict[str, str] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Latency of each predictor (a function faces -> probabilities) at each batch size, in one run.
+
+    Each call gets the next ``batch`` faces of ``faces`` (uint8 ``(N, 48, 48)``, cycled); after
+    ``warmup`` untimed calls, up to ``repeats`` calls are timed one by one (fewer if a cell
+    exceeds ``max_seconds``, at least 5). Returns one row per (engine, batch): ``ms_per_face``
+    (median call time / batch, ms), ``ms_per_call`` (median), ``p90_ms_per_call``,
+    ``faces_per_s``, ``calls`` timed and ``threads`` (from ``threads``, by engine name).
+    """
+    faces = np.asarray(faces)
+    if len(faces) == 0:
+        raise ValueError("benchmark needs at least one face")
+    rows = []
+    cells = [(name, b) for name in predictors for b in batch_sizes]
+    for name, batch in tqdm(cells, desc="latency", disable=not progress):
+        fn = predictors[name]
+        reps = np.resize(np.arange(len(faces)), batch * (repeats + warmup)).reshape(repeats + warmup, batch)
+        for i in range(warmup):
+            fn(faces[reps[i]])
+        times, start = [], time.perf_counter()
+        for i in range(warmup, warmup + repeats):
+            t0 = time.perf_counter()
+            fn(faces[reps[i]])
+            times.append(time.perf_counter() - t0)
+            if len(times) >= 5 and time.perf_counter() - start > max_seconds:
+                break
+        ms = 1000 * np.asarray(times)
+        rows.append({"engine": name, "batch": batch, "ms_per_face": float(np.median(ms) / batch),
+                     "ms_per_call": float(np.median(ms)), "p90_ms_per_call": float(np.percentile(ms, 90)),
+                     "faces_per_s": float(1000 * batch / np.median(ms)), "calls": len(times),
+                     "threads": (threads or {}).get(name, "")})
+    return pd.DataFrame(rows)
+
+
+def speedups(table: pd.DataFrame, baseline: str = "Keras predict") -> pd.DataFrame:
+    """``benchmark`` table plus ``speedup``: the baseline engine's ms/face over each row's, per batch."""
+    base = table[table.engine == baseline].set_index("batch")["ms_per_face"]
+    out = table.copy()
+    out["speedup"] = [base.get(b, np.nan) / m for b, m in zip(out.batch, out.ms_per_face)]
+    return out
+
+
+def machine_description() -> str:
+    """The CPU this process runs on, in a few words (for latency tables)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing and releasing models
+
+
+def select_models(records: list[dict], n_others: int = 2, fingerprint: str | None = None,
+                  root: str | os.PathLike = PROJECT_ROOT) -> list[dict]:
+    """Metrics records worth exporting: the champion first, then up to ``n_others`` more.
+
+    The champion is the best (PublicTest accuracy) run whose model name starts with
+    ``champion``; without one, the best run by PublicTest accuracy. Only records whose
+    ``model_file`` exists (relative to ``root``) and, if ``fingerprint`` is given, whose dataset
+    has that fingerprint are considered; PrivateTest plays no part in the choice.
+    """
+    usable = [r for r in records if r.get("model_file") and model_path(r, root).is_file()
+              and (fingerprint is None or r.get("dataset", {}).get("fingerprint") == fingerprint)]
+    usable.sort(key=lambda r: r["metrics"]["PublicTest"]["accuracy"], reverse=True)
+    champions = [r for r in usable if str(r.get("model", "")).startswith("champion")]
+    first = champions[0] if champions else (usable[0] if usable else None)
+    if first is None:
+        return []
+    return [first] + [r for r in usable if r is not first][:n_others]
+
+
+def model_path(record: dict, root: str | os.PathLike = PROJECT_ROOT) -> Path:
+    """The Keras file a metrics record names (``model_file``, relative to the project root)."""
+    path = Path(record["model_file"])
+    return path if path.is_absolute() else Path(root) / path
+
+
+def release_model(onnx_path: str | os.PathLike, record: dict, info: dict, out_dir: str | os.PathLike,
+                  name: str = "fer_champion") -> tuple[Path, Path]:
+    """Copy an exported model to ``<out_dir>/<name>.onnx`` and write its model card
+    ``<out_dir>/<name>.md`` (data, metrics, intended use, limitations, label order). Atomic."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.onnx"
+    tmp = target.with_name(target.stem + ".tmp.onnx")
+    shutil.copyfile(onnx_path, tmp)
+    os.replace(tmp, target)
+    card = out_dir / f"{name}.md"
+    tmp_card = card.with_name(card.name + ".tmp")
+    tmp_card.write_text(model_card(record, info, target.name))
+    os.replace(tmp_card, card)
+    return target, card
+
+
+def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -> str:
+    """A short Markdown model card for a released ONNX model, from its metrics record and the
+    :func:`export_bundle` info (plus optional ``int8_accuracy`` / ``latency_ms_per_face``)."""
+    ds, m = record.get("dataset", {}), record["metrics"]
+
+    def pct(split, key="accuracy"):
+        value = m.get(split, {}).get(key)
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    synthetic = ds.get("synthetic")
+    lines = [
+        f"# Model card: `{file_name}`",
+        "",
+        f"Facial expression classifier exported from the Keras run `{record['run']}` "
+        f"(model `{record.get('model')}`, sampling `{record.get('sampling')}`, profile `{record.get('profile')}`), "
+        f"notebook `{record.get('notebook')}`.",
+        "",
+        "## Input and output",
+        "",
+        "- Input `face`: float32 `(N, 48, 48)`, one grayscale face per row, pixel values 0-255 (no scaling "
+        "needed: it is inside the graph). Crop the face square with a small margin, convert to gray, resize to 48x48.",
+        "- Output: 7 softmax probabilities `(N, 7)` in this order: "
+        + ", ".join(f"{i} {c}" for i, c in enumerate(CLASS_NAMES)) + ".",
+        f"- ONNX opset {info.get('opset', ONNX_OPSET)}, {info.get('nodes_simplified', '?')} nodes, "
+        f"{info.get('onnx_mb', float('nan')):.2f} MB; parity with Keras on PublicTest: max |diff| "
+        f"{info.get('parity', {}).get('max_abs_diff', float('nan')):.1e}, argmax agreement "
+        f"{100 * info.get('parity', {}).get('argmax_agreement', float('nan')):.2f}%.",
+        "",
+        "## Data",
+        "",
+        ("- **SYNTHETIC stand-in data, not FER2013**: this file only demonstrates the pipeline."
+         if synthetic else "- FER2013 (Goodfellow et al., 2013), official split: trained on Training, "
+         "selected on PublicTest, reported on PrivateTest."),
+        f"- Dataset fingerprint `{ds.get('fingerprint', '?')}`; Training {ds.get('n_train', '?')}, "
+        f"PublicTest {ds.get('n_val', '?')}, PrivateTest {ds.get('n_test', '?')} images.",
+        "",
+        "## Metrics (Keras model; the ONNX export matches it, see above)",
+        "",
+        f"- PrivateTest accuracy {pct('PrivateTest')}, balanced accuracy {pct('PrivateTest', 'balanced_accuracy')}, "
+        f"macro F1 {pct('PrivateTest', 'macro_f1')}, top-2 {pct('PrivateTest', 'top2')}.",
+        f"- PublicTest accuracy {pct('PublicTest')} (used for model selection); PrivateTest without images also "
+        f"in Training {pct('PrivateTest_clean')}.",
+    ]
+    if "int8_accuracy" in info:
+        lines.append(f"- The int8 version (`{Path(str(info.get('int8', 'int8'))).name}`) scores "
+                     f"{100 * info['int8_accuracy']:.2f}% on PrivateTest.")
+    if "latency_ms_per_face" in info:
+        lines.append(f"- ONNX Runtime latency: {info['latency_ms_per_face']:.3f} ms per face at batch 1 on "
+                     f"{info.get('machine', 'the build machine')}.")
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching: reproducing FER2013 results, demonstrating a real-time recognizer "
+        "(`python -m fer_utils.cli run --source 0`). Not for decisions about people.",
+        "",
+        "## Limitations",
+        "",
+        "- FER2013 is web-scraped, mostly frontal, with label noise and duplicates; 'disgust' has few examples "
+        "and is recognised poorly. Accuracy drops on non-frontal faces, poor light, occlusion and faces unlike "
+        "those in FER2013 (age, ethnicity and culture of expression are not balanced).",
+        "- A facial expression is not an emotion: the labels describe appearance, not what a person feels.",
+        "- FER2013 is for research use only; so is this model.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the notebooks export and run
+
+
+def calibration_sample(x: np.ndarray, y: np.ndarray, n: int = 512, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` training faces for int8 calibration, drawn evenly over the classes (uint8 ``(n, 48, 48)``)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    picks = [rng.permutation(np.flatnonzero(y == c))[:max(1, n // len(classes))] for c in classes]
+    return x[np.sort(np.concatenate(picks))][:n]
+
+
+def quick_model_record(run) -> dict:
+    """Train the small CNN for one epoch with ``train.train_and_evaluate`` (for the smoke
+    profile, when no trained model exists yet) and return its metrics record."""
+    from . import models
+    from .train import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(epochs=1, batch_size=run.profile.batch_size, patience=None, seed=run.seed)
+    with _quiet_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
+        return train_and_evaluate(run, "cnn_small", models.cnn_small, config)
+
+
+def models_to_export(run, n_others: int = 2) -> list[dict]:
+    """The metrics records of the models a notebook run exports: the champion (or the best
+    by PublicTest accuracy) and up to ``n_others`` more, from ``run.metrics_dir``, trained on
+    this run's dataset (same fingerprint). In the ``smoke`` profile with none, a small CNN is
+    trained for one epoch so the notebook always runs; otherwise none is an error saying what to run."""
+    from .evaluate import read_metrics
+
+    records = select_models(read_metrics(run.metrics_dir) if run.metrics_dir.exists() else [], n_others,
+                            fingerprint=run.dataset.fingerprint)
+    if not records and run.profile.name == "smoke":
+        print(f"no trained model in {run.metrics_dir}; smoke profile: training a small CNN for one epoch")
+        records = [quick_model_record(run)]
+    if not records:
+        raise FileNotFoundError(
+            f"no trained model with a metrics file in {run.metrics_dir} for this dataset "
+            f"(fingerprint {run.dataset.fingerprint}): run the training notebooks (03 onwards) first")
+    return records
+
+
+def demo_model_path(run, path: str | os.PathLike | None = None) -> Path:
+    """The ONNX model a demo uses: ``path`` if given, else the released
+    ``models/fer_champion.onnx``, else ``fer_champion.onnx`` exported by notebook 09 into
+    ``run.models_dir``; in the ``smoke`` profile without any, a small CNN trained for one epoch
+    and exported. :class:`ModelFileError` (saying how to get one) otherwise."""
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such model file")
+        return path
+    for candidate in (RELEASED_MODEL, Path(run.models_dir) / RELEASED_MODEL.name):
+        if candidate.is_file():
+            return candidate
+    if run.profile.name == "smoke":
+        print(f"no released model ({RELEASED_MODEL}); smoke profile: exporting a small CNN trained for one epoch")
+        record = quick_model_record(run)
+        return export_onnx(model_path(record), Path(run.models_dir) / f"{record['run']}.onnx")
+    raise ModelFileError(f"no model at {RELEASED_MODEL}: {HOW_TO_GET_A_MODEL}")
