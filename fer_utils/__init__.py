@@ -10,6 +10,11 @@ One module per pipeline stage:
 - ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
 - ``train``: the shared, resumable ``fit`` and ``train_and_evaluate``;
 - ``evaluate``: metrics, metrics files, the summary table;
+- ``align``: MTCNN face alignment (rotate the eye line level, crop, resize), cached per dataset;
+- ``explain``: LIME and Grad-CAM for any Keras model of the project;
+- ``export``: Keras to ONNX, parity, simplification, int8 quantization, latency benchmark, release;
+- ``realtime``: the webcam/video pipeline (detect, track, crop, classify, draw; FPS and latency);
+- ``cli``: ``python -m fer_utils.cli predict|run`` (``fer-predict``);
 - ``plots``: figures;
 - ``notebook``: the set-up every notebook shares;
 - ``pipeline``: runs the notebooks with papermill (``make all``).

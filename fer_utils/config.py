@@ -5,6 +5,7 @@ Everything here is plain data; nothing is computed at import time except paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -124,17 +125,27 @@ def import_keras():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_native_stderr():
+        import tensorflow  # noqa: F401  (the noisy part)
+        import keras
+    return keras
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code (TensorFlow, OpenCV) writes straight to file descriptor 2.
+
+    Python exceptions still propagate; only the C/C++ log lines are dropped.
+    """
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401  (the noisy part)
-        import keras
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    return keras
 
 
 def cache_dir() -> Path:

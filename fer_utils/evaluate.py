@@ -25,7 +25,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .config import CLASS_NAMES, NUM_CLASSES, TEST, VAL
+from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
 from .data import FERDataset, without_training_duplicates
 
 CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear in Training
@@ -128,6 +128,22 @@ def _json_default(value):
 def read_metrics(metrics_dir: str | os.PathLike) -> list[dict]:
     """Every ``*.json`` metrics file of a folder, sorted by run name."""
     return [json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))]
+
+
+def model_path(record: dict) -> Path:
+    """The Keras file a metrics record names (``model_file``, relative to the project root)."""
+    path = Path(record["model_file"])
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def trained_runs(records: list[dict], fingerprint: str | None = None) -> list[dict]:
+    """Records whose model file exists (and, if ``fingerprint`` is given, trained and evaluated on
+    that very dataset, not on one derived from it such as aligned faces), best PublicTest accuracy
+    first. PrivateTest plays no part in the order."""
+    usable = [r for r in records if r.get("model_file") and model_path(r).is_file()
+              and (fingerprint is None or (r.get("dataset", {}).get("fingerprint") == fingerprint
+                                           and "derived" not in r.get("dataset", {})))]
+    return sorted(usable, key=lambda r: r["metrics"][VAL]["accuracy"], reverse=True)
 
 
 def summary_table(records: list[dict]) -> pd.DataFrame:

@@ -14,7 +14,6 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
@@ -27,7 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras
+from .evaluate import model_path, trained_runs
+from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
 
 ONNX_OPSET = 17  #: opset of exported graphs (ONNX Runtime >= 1.14 runs it)
 INPUT_NAME = "face"  #: name of the exported graph's input
@@ -47,20 +47,6 @@ class ModelFileError(ValueError):
 # Export
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence native (C++) log lines written straight to file descriptor 2 (TensorFlow's)."""
-    import sys
-
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _save_onnx_atomic(onnx_model, path: Path) -> Path:
@@ -100,7 +86,7 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
     spec = (tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME),)
-    with _quiet_stderr():
+    with quiet_native_stderr():
         try:
             onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
         except Exception:  # noqa: BLE001  (tf2onnx's Keras path breaks on some Keras 3 models)
@@ -455,29 +441,20 @@ def machine_description() -> str:
 # Choosing and releasing models
 
 
-def select_models(records: list[dict], n_others: int = 2, fingerprint: str | None = None,
-                  root: str | os.PathLike = PROJECT_ROOT) -> list[dict]:
+def select_models(records: list[dict], n_others: int = 2, fingerprint: str | None = None) -> list[dict]:
     """Metrics records worth exporting: the champion first, then up to ``n_others`` more.
 
     The champion is the best (PublicTest accuracy) run whose model name starts with
-    ``champion``; without one, the best run by PublicTest accuracy. Only records whose
-    ``model_file`` exists (relative to ``root``) and, if ``fingerprint`` is given, whose dataset
-    has that fingerprint are considered; PrivateTest plays no part in the choice.
+    ``champion``; without one, the best run by PublicTest accuracy. Only runs whose Keras file
+    exists and, if ``fingerprint`` is given, trained on that dataset count (``trained_runs``);
+    PrivateTest plays no part in the choice.
     """
-    usable = [r for r in records if r.get("model_file") and model_path(r, root).is_file()
-              and (fingerprint is None or r.get("dataset", {}).get("fingerprint") == fingerprint)]
-    usable.sort(key=lambda r: r["metrics"]["PublicTest"]["accuracy"], reverse=True)
+    usable = trained_runs(records, fingerprint)
     champions = [r for r in usable if str(r.get("model", "")).startswith("champion")]
     first = champions[0] if champions else (usable[0] if usable else None)
     if first is None:
         return []
     return [first] + [r for r in usable if r is not first][:n_others]
-
-
-def model_path(record: dict, root: str | os.PathLike = PROJECT_ROOT) -> Path:
-    """The Keras file a metrics record names (``model_file``, relative to the project root)."""
-    path = Path(record["model_file"])
-    return path if path.is_absolute() else Path(root) / path
 
 
 def release_model(onnx_path: str | os.PathLike, record: dict, info: dict, out_dir: str | os.PathLike,
@@ -584,7 +561,7 @@ def quick_model_record(run) -> dict:
     from .train import TrainConfig, train_and_evaluate
 
     config = TrainConfig(epochs=1, batch_size=run.profile.batch_size, patience=None, seed=run.seed)
-    with _quiet_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
+    with quiet_native_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
         return train_and_evaluate(run, "cnn_small", models.cnn_small, config)
 
 

@@ -17,7 +17,6 @@ what is wrong; a frame without a face is drawn with a "no face" label.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import CLASS_NAMES, IMAGE_SIZE
+from .config import CLASS_NAMES, IMAGE_SIZE, quiet_native_stderr
 
 Box = tuple[int, int, int, int]  #: x, y, width, height in frame pixels
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -142,7 +141,7 @@ class MTCNNDetector:
         import_keras()  # TensorFlow first, quietly: mtcnn imports it
         from mtcnn import MTCNN
 
-        with _quiet_fd2():  # TensorFlow's native device-probing lines
+        with quiet_native_stderr():  # TensorFlow's native device-probing lines
             self.model = MTCNN(device="CPU:0")
         self.width, self.min_confidence = width, min_confidence
 
@@ -495,18 +494,6 @@ def _quiet_opencv():
         return None
 
 
-@contextlib.contextmanager
-def _quiet_fd2():
-    """Silence native log lines written to file descriptor 2 while opening a capture."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _restore_opencv(level) -> None:
@@ -548,7 +535,7 @@ def open_video(path: str | os.PathLike) -> FrameSource:
         raise SourceError(f"{path}: no such video file")
     level = _quiet_opencv()
     try:
-        with _quiet_fd2():  # FFmpeg writes its complaints about broken files straight to stderr
+        with quiet_native_stderr():  # FFmpeg writes its complaints about broken files straight to stderr
             capture = cv2.VideoCapture(str(path))
             ok, first = capture.read() if capture.isOpened() else (False, None)
     finally:

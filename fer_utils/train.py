@@ -277,7 +277,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 
 def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], config: TrainConfig,
                        sampling: str = "none", train_data=None,
-                       extra_params: dict | None = None, strategy=None, tta_flip: bool = False) -> dict:
+                       extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
+                       dataset=None, derived_how: str = "") -> dict:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
@@ -285,8 +286,15 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     (so loading saved results skips an expensive resampling). PublicTest selects the epoch; PrivateTest is only reported. When a metrics
     file for the same dataset fingerprint and settings and its model exist, they are loaded
     instead of retraining, unless ``run.force``. Returns the metrics record.
+
+    ``dataset`` replaces the run's dataset everywhere (training, selection and evaluation) when it
+    is derived from it, e.g. MTCNN-aligned faces: the metrics file keeps the source dataset's
+    fingerprint and records the derived one, with ``derived_how``, under ``dataset.derived``.
     """
-    ds = run.dataset
+    ds = dataset if dataset is not None else run.dataset
+    described = run.dataset.describe()
+    if dataset is not None:
+        described["derived"] = {"fingerprint": ds.fingerprint, "how": derived_how}
     run_id = f"{run.notebook[:2]}_{model_name}_{sampling}_{run.profile.name}"
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip}))
@@ -294,7 +302,9 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     model_path = run.models_dir / f"{run_id}.keras"
     if metrics_path.exists() and model_path.exists() and not run.force:
         record = json.loads(metrics_path.read_text())
-        if record["dataset"]["fingerprint"] == ds.fingerprint and record["params"] == params:
+        fingerprints = (record["dataset"].get("fingerprint"), record["dataset"].get("derived", {}).get("fingerprint"))
+        if fingerprints == (described["fingerprint"], described.get("derived", {}).get("fingerprint")) \
+                and record["params"] == params:
             print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
                   "loaded, not retrained (force=True retrains)")
             return record
@@ -312,7 +322,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
     ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
     record = metrics_record(
-        run_id, run.notebook, model_name, sampling, run.profile.name, params, ds.describe(),
+        run_id, run.notebook, model_name, sampling, run.profile.name, params, described,
         {"epochs": result.epochs, "seconds": round(result.seconds, 1), "stopped": result.stopped,
          "n_train": int(len(x_train)), "images_per_second": round(result.epochs * (config.epoch_size or len(x_train)) / max(result.seconds, 1e-9), 1),
          "resumed_from_epoch": result.resumed_from_epoch},

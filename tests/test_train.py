@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fer_utils import config, models
+from fer_utils import config
 from fer_utils.config import TRAIN, VAL
 from fer_utils.notebook import start
 from fer_utils.synthetic import make_synthetic_fer
@@ -122,3 +122,18 @@ def test_epoch_size_fixes_the_work_per_epoch(faces, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=50, epoch_size=100, patience=None)
     fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0, callbacks=[CountBatches()])
     assert CountBatches.batches == 4  # 2 epochs x 100 images / 50 per batch, whatever len(x_train)
+
+
+def test_a_derived_dataset_keeps_the_source_fingerprint(tmp_path):
+    from fer_utils import evaluate
+
+    run = start("07_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    derived = run.dataset.subset(np.arange(len(run.dataset)))
+    derived.pixels = 255 - derived.pixels  # stands in for aligned faces
+    record = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64), sampling="inverted",
+                                dataset=derived, derived_how="inverted pixels")
+    assert record["dataset"]["fingerprint"] == run.dataset.fingerprint
+    assert record["dataset"]["derived"] == {"fingerprint": derived.fingerprint, "how": "inverted pixels"}
+    plain = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64))
+    runs = evaluate.trained_runs(evaluate.read_metrics(run.metrics_dir), run.dataset.fingerprint)
+    assert [r["run"] for r in runs] == [plain["run"]]  # a model of derived data is not offered for the original
