@@ -140,7 +140,7 @@ def trained_runs(records: list[dict], fingerprint: str | None = None) -> list[di
     """Records whose model file exists (and, if ``fingerprint`` is given, trained and evaluated on
     that very dataset, not on one derived from it such as aligned faces), best PublicTest accuracy
     first. PrivateTest plays no part in the order."""
-    usable = [r for r in records if r.get("model_file") and model_path(r).is_file()
+    usable = [r for r in records if r.get("model_file") and not r.get("leaky") and model_path(r).is_file()
               and (fingerprint is None or (r.get("dataset", {}).get("fingerprint") == fingerprint
                                            and "derived" not in r.get("dataset", {})))]
     return sorted(usable, key=lambda r: r["metrics"][VAL]["accuracy"], reverse=True)

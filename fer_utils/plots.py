@@ -468,3 +468,55 @@ def frame_grid(frames: list, titles: list[str] | None = None, cols: int = 3, bgr
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensembles and the leakage audit (notebooks 06 and 11)
+
+
+def ensemble_gain(gain: pd.DataFrame, title: str = "Ensemble minus its members, per class (PrivateTest F1)"):
+    """Per class, the ensemble's gain (points) over its best member and over the members' mean,
+    from ``fer_utils.vgg.ensemble_gain`` (values 0-1); the best member is named under each class."""
+    x = np.arange(len(gain))
+    over_best = 100 * (gain["ensemble"] - gain["best member value"]).to_numpy(dtype=float)
+    over_mean = 100 * (gain["ensemble"] - gain["members' mean"]).to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    bars = ax.bar(x - 0.2, over_best, width=0.4, label="over the best member",
+                  color=["tab:green" if v > 0 else "tab:red" for v in over_best])
+    ax.bar(x + 0.2, over_mean, width=0.4, label="over the members' mean", color="tab:gray", alpha=0.6)
+    ax.bar_label(bars, fmt="%+.1f", fontsize=7, padding=1)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [f"{c}\n(best: {m})" for c, m in zip(gain.index, gain["best member"])], fontsize=7)
+    ax.set(title=title, ylabel="points")
+    ax.legend(fontsize=8)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def leakage_audit(table: pd.DataFrame, title: str = "Test images that are not independent of training"):
+    """Stacked horizontal bars, one per protocol (rows of ``table``): the share (%) of test images
+    with an exact copy in training, with only a source image in training (a SMOTE relative), and
+    independent. Columns as from ``fer_utils.vgg.audit_counts``: ``exact copy in training (%)``,
+    ``either (%)``."""
+    exact = table["exact copy in training (%)"].to_numpy(dtype=float)
+    either = table["either (%)"].to_numpy(dtype=float)
+    parts = (("exact copy in training", exact, "tab:red"),
+             ("source image in training (SMOTE relative)", either - exact, "tab:orange"),
+             ("independent", 100 - either, "tab:green"))
+    ys = np.arange(len(table))[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(table) + 1.6))
+    left = np.zeros(len(table))
+    for name, values, color in parts:
+        ax.barh(ys, values, left=left, color=color, label=name)
+        left += values
+    for y, e, a in zip(ys, exact, either):
+        ax.text(101, y, f"{a:.1f}% leaked", va="center", fontsize=8)
+    ax.set_yticks(ys, table.index, fontsize=8)
+    ax.set_xlim(0, 118)
+    ax.set_xlabel("% of the test images")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.45, -0.25), ncol=3, frameon=False)
+    ax.set_title(title)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig

@@ -239,12 +239,12 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
                   steps_per_epoch=steps if config.epoch_size else None, verbose=verbose)
         epochs_run = len(read_history(history_csv).get("loss", []))
-        if timer.budget_hit:
-            reason = f"time budget ({config.time_budget_s:.0f} s)"
-        elif epochs_run < config.epochs:
-            reason = f"early stopping (patience {config.patience})"
-        else:
+        if epochs_run >= config.epochs:
             reason = "completed"
+        elif timer.budget_hit:
+            reason = f"time budget ({config.time_budget_s:.0f} s)"
+        else:
+            reason = f"early stopping (patience {config.patience})"
         finished.write_text(reason)
     stopped = finished.read_text()
     history = read_history(history_csv)
