@@ -510,16 +510,26 @@ def _capture_frames(capture: cv2.VideoCapture, first: np.ndarray) -> Iterator[np
         yield frame
 
 
-def open_camera(index: int) -> FrameSource:
-    """Webcam ``index`` as a source; :class:`SourceError` if there is none or it gives no frame."""
+def _open_capture(target: int | str):
+    """``cv2.VideoCapture(target)`` and its first frame, with OpenCV's and FFmpeg's native log
+    lines silenced; the frame is None (and the capture released) when nothing could be read."""
     level = _quiet_opencv()
     try:
-        capture = cv2.VideoCapture(int(index))
-        ok, first = capture.read() if capture.isOpened() else (False, None)
+        with quiet_native_stderr():  # FFmpeg writes its complaints about broken files straight to stderr
+            capture = cv2.VideoCapture(target)
+            ok, first = capture.read() if capture.isOpened() else (False, None)
     finally:
         _restore_opencv(level)
     if not ok or first is None:
         capture.release()
+        return capture, None
+    return capture, first
+
+
+def open_camera(index: int) -> FrameSource:
+    """Webcam ``index`` as a source; :class:`SourceError` if there is none or it gives no frame."""
+    capture, first = _open_capture(int(index))
+    if first is None:
         raise SourceError(
             f"no camera at index {index}: OpenCV could not open it or read a frame (is a webcam connected, "
             "allowed and not used by another program? Without a camera, give a video file or an image folder)")
@@ -533,15 +543,8 @@ def open_video(path: str | os.PathLike) -> FrameSource:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: no such video file")
-    level = _quiet_opencv()
-    try:
-        with quiet_native_stderr():  # FFmpeg writes its complaints about broken files straight to stderr
-            capture = cv2.VideoCapture(str(path))
-            ok, first = capture.read() if capture.isOpened() else (False, None)
-    finally:
-        _restore_opencv(level)
-    if not ok or first is None:
-        capture.release()
+    capture, first = _open_capture(str(path))
+    if first is None:
         raise SourceError(f"{path}: not a readable video (OpenCV could not decode a frame from it)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
