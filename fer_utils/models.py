@@ -75,12 +75,33 @@ def cnn_medium() -> keras.Model:
     return keras.Model(inputs, _classifier(x, dropout=0.4), name="cnn_medium")
 
 
+def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2), (96, 2), (192, 2)),
+                 head_units: int = 256, dropout: float = 0.3) -> keras.Model:
+    """The project's champion (~0.71M parameters, ~56M multiply-adds per face): one cheap 3x3 conv at
+    full resolution, then ``stages`` of (filters, convs) conv-BN-ReLU blocks at 24, 12 and 6 pixels,
+    each followed by a 2x2 max-pool; global average pooling, dropout, a ``head_units`` ReLU layer.
+
+    Sized for a 2-core CPU: TensorFlow trains it at about 210 faces/s there (36 epochs in about
+    85 minutes) and ONNX Runtime runs it in under 1 ms per face. Plain convolutions, not depthwise
+    ones: on that CPU they give more accuracy per second of training.
+    """
+    inputs, x = _face_input()
+    x = _conv_block(x, stem, convs=1)
+    for filters, convs in stages:
+        x = _conv_block(x, filters, convs=convs)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(head_units, activation="relu")(x)
+    return keras.Model(inputs, _classifier(x, dropout=dropout), name="champion_cnn")
+
+
 #: Builders by name; each returns a new, uncompiled model.
 BUILDERS: dict[str, Callable[[], keras.Model]] = {
     "fc_2304_256_512_7": lambda: fully_connected((256, 512)),
     "fc_2304_512_256_7": lambda: fully_connected((512, 256)),
     "cnn_small": cnn_small,
     "cnn_medium": cnn_medium,
+    "champion_cnn": champion_cnn,
 }
 
 

@@ -22,11 +22,27 @@ from .notebook import resolve_reports_dir
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 
 
+#: Notebooks that use another's results run after it: 09 exports and 10 demos the champion of 12.
+RUNS_AFTER: dict[str, tuple[str, ...]] = {"09": ("12",), "10": ("12",)}
+
+
+def run_order(notebooks: list[Path]) -> list[Path]:
+    """``notebooks`` by number, except that each runs after the ones ``RUNS_AFTER`` names."""
+    pending, ordered = sorted(notebooks), []
+    while pending:
+        names = {p.name[:2] for p in pending}
+        ready = next(p for p in pending if not names & set(RUNS_AFTER.get(p.name[:2], ())))
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered
+
+
 def list_notebooks(selection: list[str] | None = None, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The numbered notebooks in order, or those named by path or number in ``selection``."""
+    """The numbered notebooks in run order (see ``run_order``), or those named by path or number
+    in ``selection``, in the order given."""
     every = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not selection:
-        return every
+        return run_order(every)
     chosen = []
     for item in selection:
         path = Path(item)

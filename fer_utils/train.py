@@ -237,7 +237,8 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
     finished = workdir / "finished.txt"  # written when model.fit returns: nothing left to resume
     if not finished.exists():
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
-                  steps_per_epoch=steps if config.epoch_size else None, verbose=verbose)
+                  steps_per_epoch=steps if config.epoch_size else None, verbose=verbose,
+                  shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
         epochs_run = len(read_history(history_csv).get("loss", []))
         if epochs_run >= config.epochs:
             reason = "completed"
@@ -278,7 +279,7 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], config: TrainConfig,
                        sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
-                       dataset=None, derived_how: str = "") -> dict:
+                       dataset=None, derived_how: str = "", report_flip_tta: bool = False) -> dict:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
@@ -286,6 +287,9 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     (so loading saved results skips an expensive resampling). PublicTest selects the epoch; PrivateTest is only reported. When a metrics
     file for the same dataset fingerprint and settings and its model exist, they are loaded
     instead of retraining, unless ``run.force``. Returns the metrics record.
+
+    ``report_flip_tta`` also evaluates with horizontal-flip test-time augmentation and stores those
+    metrics under ``metrics_flip_tta`` (``metrics`` stays the single-pass model's, what an export runs).
 
     ``dataset`` replaces the run's dataset everywhere (training, selection and evaluation) when it
     is derived from it, e.g. MTCNN-aligned faces: the metrics file keeps the source dataset's
@@ -297,7 +301,8 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
         described["derived"] = {"fingerprint": ds.fingerprint, "how": derived_how}
     run_id = f"{run.notebook[:2]}_{model_name}_{sampling}_{run.profile.name}"
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
-                                    **(extra_params or {}), "tta_flip": tta_flip}))
+                                    **(extra_params or {}), "tta_flip": tta_flip,
+                                    **({"report_flip_tta": True} if report_flip_tta else {})}))
     metrics_path = run.metrics_dir / f"{run_id}.json"
     model_path = run.models_dir / f"{run_id}.keras"
     if metrics_path.exists() and model_path.exists() and not run.force:
@@ -321,6 +326,11 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     t0 = time.perf_counter()
     metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
     ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
+    if report_flip_tta:
+        extra_metrics = {"metrics_flip_tta": evaluate_splits(
+            lambda x: predict_proba(result.model, x, tta_flip=True), ds)}
+    else:
+        extra_metrics = {}
     record = metrics_record(
         run_id, run.notebook, model_name, sampling, run.profile.name, params, described,
         {"epochs": result.epochs, "seconds": round(result.seconds, 1), "stopped": result.stopped,
@@ -329,7 +339,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
         metrics, weights="none", n_params=int(result.model.count_params()),
         keras_predict_ms_per_face=round(ms_per_face, 3),
         model_file=_display_path(model_path),
-        history=result.history,
+        history=result.history, **extra_metrics,
     )
     write_metrics(record, run.metrics_dir)
     shutil.rmtree(workdir, ignore_errors=True)

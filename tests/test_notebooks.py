@@ -74,3 +74,10 @@ def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         config.get_profile("fast")
     assert json.dumps(sorted(config.PROFILES)) == '["cpu", "full", "smoke"]'
+
+
+def test_the_export_and_demo_notebooks_run_after_the_champion(tmp_path):
+    for name in ("09_onnx_export", "10_webcam_demo", "11_audit", "12_champion", "01_eda"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    order = [p.name[:2] for p in pipeline.list_notebooks(folder=tmp_path)]
+    assert order == ["01", "11", "12", "09", "10"]
