@@ -3,6 +3,7 @@
 #   make 01                                        run one notebook
 #   make smoke                                     every notebook, smoke profile, into build/ (never reports/)
 #   make test                                      pytest, including a smoke run of every notebook
+#   make app                                       the browser app (Streamlit) on http://localhost:8501
 # Without FER2013= and without a copy in data/, notebooks run on a synthetic stand-in into build/.
 
 PYTHON  ?= python3
@@ -21,10 +22,10 @@ NUMBERS    := $(foreach nb,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(nb)))
 RUN        := $(PY) -m fer_utils.pipeline --profile $(PROFILE) --seed $(SEED) \
               $(if $(FER2013),--data "$(FER2013)") $(if $(FORCE),--force) $(ARGS)
 
-.PHONY: all smoke test install clean distclean help $(NUMBERS)
+.PHONY: all smoke test app install clean distclean help $(NUMBERS)
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,9 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+app: $(STAMP)
+	$(BIN)/streamlit run fer_utils/app.py --browser.gatherUsageStats false --client.toolbarMode minimal $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,0 +1,568 @@
+"""The browser app: upload photos or take a webcam snapshot, see every face's expression.
+
+    make app                         (= streamlit run fer_utils/app.py, then open http://localhost:8501)
+
+The page runs the project's own pipeline on each image: :class:`realtime.HaarDetector` (or
+:class:`realtime.MTCNNDetector`) finds the faces, :func:`realtime.crop_face` cuts the 48x48
+gray crops FER2013 is made of, and the released ONNX model (:data:`export.RELEASED_MODEL`, run by
+:class:`export.OnnxClassifier`; ``FER_APP_MODEL=path.onnx`` picks another) classifies them. Every
+face is boxed and labelled on the photo and gets a probability bar chart; one chosen face can be
+explained with LIME (from the ONNX model alone) or Grad-CAM (which needs the Keras model the ONNX
+file was exported from, ``models/<run>.keras``; trained models are not committed, so a fresh
+checkout offers LIME only and says why). Without any input the page shows a sample photo
+(``skimage.data.astronaut()``).
+
+Bad input never shows a traceback: a file that is not an image, an image over
+:data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS`, an image without faces or with more than the chosen
+number of faces each gets a message naming the file. Large images are shrunk to
+:data:`ANALYSIS_MAX_SIDE` pixels before detection.
+
+The pure functions (:func:`decode_image`, :func:`sample_photo`, :func:`analyse`,
+:func:`annotate`, :func:`summary`, :func:`explain_face`, ...) take and return numpy arrays and
+dataclasses and do not need Streamlit; :func:`main` is the page.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __name__ == "__main__":  # `streamlit run fer_utils/app.py` runs this file as a script:
+    _package_dir = Path(__file__).resolve().parent  # import fer_utils as a package, and keep its
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _package_dir]  # modules
+    if str(_package_dir.parent) not in sys.path:  # (config, data, models, ...) from shadowing
+        sys.path.insert(0, str(_package_dir.parent))  # top-level names of other packages
+
+import cv2
+import numpy as np
+import streamlit as st
+
+from fer_utils.config import CLASS_NAMES, IMAGE_SIZE, MODELS_DIR
+from fer_utils.export import RELEASED_MODEL, ModelFileError, OnnxClassifier
+from fer_utils.realtime import CLASS_COLORS, Face, HaarDetector, MTCNNDetector, Recognizer, crop_face, draw_faces
+
+MAX_UPLOAD_MB = 20  #: largest accepted file, in MB (the upload widget refuses larger ones itself)
+MAX_PIXELS = 50_000_000  #: largest accepted image, in pixels (checked before decoding)
+ANALYSIS_MAX_SIDE = 1600  #: images are shrunk to at most this many pixels per side before detection
+WHOLE_FACE_MAX_SIDE = 64  #: an image this small is taken as one face crop (like a FER2013 image)
+MAX_FACES = 10  #: faces analysed per image by default (the largest ones)
+MAX_FILES = 10  #: images analysed per page run
+MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released one
+SAMPLE_NAME = "sample photo (skimage.data.astronaut)"
+EXPLAIN_METHODS = ("LIME", "Grad-CAM")
+
+
+class InputError(ValueError):
+    """An image the app cannot analyse; the message says which and why, fit for the page."""
+
+
+class ExplainUnavailable(RuntimeError):
+    """An explanation method cannot run here (e.g. Grad-CAM without the Keras model); says why."""
+
+
+@dataclass
+class Photo:
+    """One input image: its name, RGB pixels ``(H, W, 3)`` uint8 (after any shrinking), its size
+    as given ``(width, height)``, and notes for the page (e.g. that it was shrunk)."""
+
+    name: str
+    rgb: np.ndarray
+    original_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FaceResult:
+    """One classified face: ``index`` (1 = largest), ``box`` ``(x, y, w, h)`` in ``Photo.rgb``
+    pixels, the 48x48 gray ``crop`` the model saw, its probabilities ``(7,)`` and label."""
+
+    index: int
+    box: tuple[int, int, int, int]
+    crop: np.ndarray
+    proba: np.ndarray
+    score: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return CLASS_NAMES[int(np.argmax(self.proba))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.proba))
+
+    def as_dict(self) -> dict:
+        return {"face": self.index, "box": [int(v) for v in self.box], "label": self.label,
+                "probabilities": {c: round(float(p), 4) for c, p in zip(CLASS_NAMES, self.proba)}}
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyse` found in a photo: the faces kept (largest first, at most
+    ``max_faces``), how many were detected in all, whether the whole image was taken as one
+    face, and the time it took (seconds: detection, cropping, classification)."""
+
+    photo: Photo
+    faces: list[FaceResult]
+    found: int
+    whole: bool
+    seconds: float
+
+    @property
+    def dropped(self) -> int:
+        """Faces detected but not analysed (beyond ``max_faces``)."""
+        return self.found - len(self.faces)
+
+    def as_dict(self) -> dict:
+        width, height = self.photo.original_size
+        return {"image": self.photo.name, "width": width, "height": height, "faces_found": self.found,
+                "faces": [f.as_dict() for f in self.faces]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+
+
+def decode_image(data: bytes, name: str = "image", max_bytes: int = MAX_UPLOAD_MB * 2**20,
+                 max_pixels: int = MAX_PIXELS, max_side: int = ANALYSIS_MAX_SIDE) -> Photo:
+    """An uploaded file's bytes as a :class:`Photo` (RGB uint8), or :class:`InputError` naming
+    ``name`` and the reason: empty, over ``max_bytes``, not an image Pillow can read, damaged,
+    over ``max_pixels`` (checked from the header, before decoding).
+
+    The EXIF orientation is applied (phone photos), any mode (gray, palette, RGBA, CMYK, 16-bit)
+    becomes RGB (an animation gives its first frame), and an image larger than ``max_side`` on
+    either side is shrunk to it (noted in ``Photo.notes``).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    size = len(data)
+    if size == 0:
+        raise InputError(f"{name}: the file is empty")
+    if size > max_bytes:
+        raise InputError(f"{name}: the file is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image (JPEG, PNG, WebP, BMP, TIFF or GIF) that Pillow can read") from None
+    except Exception as exc:  # noqa: BLE001  (Pillow's plugins raise many kinds)
+        raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputError(f"{name}: the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InputError(f"{name}: the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                         f"the limit is {max_pixels / 1e6:.0f} megapixels: shrink it first")
+    try:
+        image = ImageOps.exif_transpose(image)  # loads the pixels too
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit gray: scale to 8 bits
+            values = np.asarray(image, dtype=np.float64)
+            span = max(float(values.max() - values.min()), 1e-9)
+            image = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8))
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001  (truncated or damaged files)
+        raise InputError(f"{name}: a damaged or truncated image ({type(exc).__name__}: {exc})") from None
+    notes = []
+    if (rgb.shape[1], rgb.shape[0]) != (width, height):
+        notes.append(f"rotated as its EXIF orientation says ({width}x{height} -> {rgb.shape[1]}x{rgb.shape[0]})")
+    longest = max(rgb.shape[:2])
+    if longest > max_side:
+        scale = max_side / longest
+        new = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        notes.append(f"shrunk from {rgb.shape[1]}x{rgb.shape[0]} to {new[0]}x{new[1]} pixels for analysis")
+        rgb = cv2.resize(rgb, new, interpolation=cv2.INTER_AREA)
+    return Photo(name, np.ascontiguousarray(rgb), (width, height), notes)
+
+
+def sample_photo() -> Photo:
+    """The sample shown before anything is uploaded: ``skimage.data.astronaut()`` (Eileen
+    Collins, NASA, public domain; 512x512), one smiling frontal face."""
+    from skimage import data
+
+    rgb = np.ascontiguousarray(data.astronaut())
+    return Photo(SAMPLE_NAME, rgb, (rgb.shape[1], rgb.shape[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def model_path() -> Path:
+    """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model."""
+    return Path(os.environ.get(MODEL_ENV_VAR) or RELEASED_MODEL)
+
+
+def make_detector(name: str = "haar", min_face: float = 0.05):
+    """A face detector for still photos: ``haar`` (the Haar cascade on the photo shrunk to 800
+    pixels wide; ``min_face`` is the smallest face as a share of the width) or ``mtcnn``
+    (slower, loads TensorFlow, finds turned faces and levels the eyes)."""
+    if name == "haar":
+        return HaarDetector(width=800, min_face=min_face)
+    if name == "mtcnn":
+        return MTCNNDetector(width=640)
+    raise ValueError(f"unknown detector {name!r}; choose 'haar' or 'mtcnn'")
+
+
+def make_recognizer(classifier=None, detector="haar", margin: float = 0.1) -> Recognizer:
+    """A :class:`realtime.Recognizer` for still photos. ``classifier`` defaults to an
+    :class:`export.OnnxClassifier` of :func:`model_path` (:class:`export.ModelFileError` if it is
+    missing or not a FER model); ``detector``: a name (see :func:`make_detector`) or a detector."""
+    if classifier is None:
+        path = model_path()
+        if not path.is_file():
+            raise ModelFileError(f"no model at {path}: the released model models/fer_champion.onnx is missing from "
+                                 f"this checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
+        classifier = OnnxClassifier(path)
+    detector = make_detector(detector) if isinstance(detector, str) else detector
+    return Recognizer(classifier, detector, margin=margin, show_fps=False)
+
+
+def analyse(photo: Photo, recognizer: Recognizer, max_faces: int = MAX_FACES) -> Analysis:
+    """Detect, crop and classify every face of ``photo`` with ``recognizer`` (a fresh detection:
+    nothing is tracked from an earlier photo). The ``max_faces`` largest faces are kept
+    (``Analysis.found`` says how many there were). An image at most
+    :data:`WHOLE_FACE_MAX_SIDE` pixels on each side is taken as one face crop, as in
+    ``Recognizer.predict_image``."""
+    start = time.perf_counter()
+    bgr = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2BGR)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    height, width = gray.shape
+    whole = max(height, width) <= WHOLE_FACE_MAX_SIDE
+    if whole:
+        crop = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+        proba = np.asarray(recognizer.classifier(crop[None]))[0]
+        faces = [FaceResult(1, (0, 0, width, height), crop, proba)]
+        found = 1
+    else:
+        recognizer.reset()
+        detected = recognizer.process(bgr, annotate=False).faces  # largest first
+        found = len(detected)
+        faces = []
+        for i, face in enumerate(detected[:max(0, int(max_faces))], start=1):
+            eyes = face.eyes if recognizer.align else None
+            crop = crop_face(gray, face.box, recognizer.margin, eyes)
+            faces.append(FaceResult(i, tuple(int(v) for v in face.box), crop, np.asarray(face.proba, dtype=np.float32),
+                                    float(face.score)))
+    return Analysis(photo, faces, found, whole, time.perf_counter() - start)
+
+
+def summary(analysis: Analysis) -> str:
+    """One line for the page, e.g. ``1 face: face 1 happy (92%)`` or ``no face found``."""
+    if not analysis.faces:
+        return "no face found"
+    found = f"{analysis.found} face{'s' * (analysis.found != 1)}"
+    if analysis.dropped:
+        found += f" ({len(analysis.faces)} largest shown)"
+    parts = [f"face {f.index} {f.label} ({100 * f.confidence:.0f}%)" for f in analysis.faces]
+    return f"{found}: " + ", ".join(parts)
+
+
+def _display_scale(height: int, width: int, max_side: int, min_side: int) -> float:
+    longest = max(height, width)
+    if longest > max_side:
+        return max_side / longest
+    if longest < min_side:
+        return min_side / longest
+    return 1.0
+
+
+def annotate(analysis: Analysis, max_side: int = 960, min_side: int = 640) -> np.ndarray:
+    """The photo with each face boxed, numbered and labelled (``realtime.draw_faces``; with
+    probability bars when there are at most 3 faces), resized so its longest side lies between
+    ``min_side`` and ``max_side`` (so the labels stay legible): RGB uint8 ``(H, W, 3)``."""
+    rgb = analysis.photo.rgb
+    scale = _display_scale(*rgb.shape[:2], max_side, min_side)
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else (cv2.INTER_NEAREST if analysis.whole else cv2.INTER_LINEAR)
+    frame = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), size, interpolation=interpolation)
+    faces = [Face(tuple(round(v * scale) for v in f.box), f.score, proba=f.proba) for f in analysis.faces]
+    draw_faces(frame, faces, bars=len(faces) <= 3)
+    for face, result in zip(faces, analysis.faces):  # the face number, inside the box's lower left corner
+        x, y, _, h = face.box
+        text = f"#{result.index}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        bottom = min(y + h, frame.shape[0]) - 4
+        colour = CLASS_COLORS[int(np.argmax(result.proba))]
+        cv2.rectangle(frame, (x + 2, bottom - th - 6), (x + tw + 8, bottom), colour, -1)
+        cv2.putText(frame, text, (x + 5, bottom - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def probability_table(face: FaceResult):
+    """The face's probabilities as a DataFrame (index: expression, column ``probability``), in
+    ``CLASS_NAMES`` order: what the bar chart shows."""
+    import pandas as pd
+
+    return pd.DataFrame({"expression": list(CLASS_NAMES), "probability": np.asarray(face.proba, dtype=float)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Explanations
+
+
+def keras_source(onnx_path: str | os.PathLike, models_dir: str | os.PathLike = MODELS_DIR) -> Path | None:
+    """The Keras model an ONNX file was exported from, if it is here: the run named in the model
+    card beside it (``<name>.md``, "exported from the Keras run `RUN`"), or a ``.keras`` file of
+    the same name, looked up in ``models_dir``; None when neither exists."""
+    onnx_path = Path(onnx_path)
+    candidates = []
+    card = onnx_path.with_suffix(".md")
+    if card.is_file():
+        match = re.search(r"Keras run `([^`]+)`", card.read_text(errors="replace"))
+        if match:
+            candidates.append(Path(models_dir) / f"{match.group(1)}.keras")
+    candidates.append(onnx_path.with_suffix(".keras"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _overlay(crop: np.ndarray, heat: np.ndarray, signed: bool, size: int = 192) -> np.ndarray:
+    """A gray face ``(48, 48)`` with a heat map blended over it, enlarged to ``size``: RGB uint8.
+    ``signed``: green for positive, red for negative values (LIME weights); else a 0-1 map in
+    the inferno colour map (Grad-CAM)."""
+    import matplotlib
+
+    gray = np.repeat(np.asarray(crop, np.float32)[..., None] / 255.0, 3, axis=2)
+    heat = np.asarray(heat, np.float32)
+    if signed:
+        peak = max(float(np.abs(heat).max()), 1e-9)
+        h = heat / peak
+        colour = np.zeros((*h.shape, 3), np.float32)
+        colour[..., 1] = np.clip(h, 0, 1)  # green: speaks for the class
+        colour[..., 0] = np.clip(-h, 0, 1)  # red: speaks against it
+        alpha = 0.6 * np.abs(h)[..., None]
+    else:
+        colour = matplotlib.colormaps["inferno"](np.clip(heat, 0, 1))[..., :3].astype(np.float32)
+        alpha = 0.55
+    blended = np.clip((1 - alpha) * gray + alpha * colour, 0, 1)
+    out = (255 * blended).astype(np.uint8)
+    interpolation = cv2.INTER_NEAREST if signed else cv2.INTER_CUBIC
+    return cv2.resize(out, (size, size), interpolation=interpolation)
+
+
+def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = None,
+                 keras_path: str | os.PathLike | None = None, num_samples: int = 500, seed: int = 0) -> dict:
+    """Explain one 48x48 face crop: ``method`` ``LIME`` (``explain.lime_explain`` on
+    ``classifier``, any function faces -> probabilities, e.g. the ONNX model) or ``Grad-CAM``
+    (``explain.grad_cam`` on the Keras model at ``keras_path``). ``label``: the class to explain
+    (default: the predicted one).
+
+    Returns ``{"image": RGB overlay (192, 192, 3), "caption": str, "label": int}``. Raises
+    :class:`ExplainUnavailable` saying why when the method cannot run here (no Keras model for
+    Grad-CAM, TensorFlow or lime not importable).
+    """
+    if method not in EXPLAIN_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {EXPLAIN_METHODS}")
+    if method == "Grad-CAM" and (keras_path is None or not Path(keras_path).is_file()):
+        raise ExplainUnavailable(
+            "Grad-CAM needs the Keras model the ONNX file was exported from (its gradients), and it is not in this "
+            "checkout: trained models are not committed (`make 03` trains it). LIME needs only the ONNX model.")
+    try:
+        from fer_utils import explain
+    except ImportError as exc:
+        raise ExplainUnavailable(f"explanations need TensorFlow and lime, which cannot be imported here ({exc})") \
+            from None
+    crop = np.asarray(crop, dtype=np.uint8)
+    proba = np.asarray(classifier(crop[None]))[0]
+    label = int(np.argmax(proba)) if label is None else int(label)
+    name = CLASS_NAMES[label]
+    if method == "LIME":
+        result = explain.lime_explain(classifier, crop, label, num_samples=num_samples, seed=seed)
+        caption = (f"LIME, {num_samples} samples: green regions raise the probability of '{name}', red ones lower it "
+                   f"(local linear fit R² {result.score:.2f}).")
+        return {"image": _overlay(crop, result.heatmap, signed=True), "caption": caption, "label": label}
+    from fer_utils.export import load_keras_model
+
+    model = load_keras_model(keras_path)
+    cam = explain.grad_cam(model, crop, label)
+    caption = (f"Grad-CAM on the last convolution of {Path(keras_path).name}: bright regions hold the evidence for "
+               f"'{name}'" + (" (none: the map is empty)." if float(cam.max()) == 0 else "."))
+    return {"image": _overlay(crop, cam, signed=False), "caption": caption, "label": label}
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+_LOCK = threading.Lock()  # the shared detector and classifier serve one page run at a time
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def _classifier(path: str, mtime: float) -> OnnxClassifier:
+    classifier = OnnxClassifier(path)
+    classifier.predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # ONNX Runtime's first run is slow
+    return classifier
+
+
+@st.cache_resource(show_spinner="Loading the face detector...")
+def _detector(name: str, min_face: float):
+    return make_detector(name, min_face)
+
+
+@st.cache_data(show_spinner="Analysing...", max_entries=32)
+def _analysis(data: bytes | None, name: str, model: str, detector: str, min_face: float, max_faces: int,
+              _onnx, _face_detector) -> Analysis:
+    """:func:`decode_image` (or :func:`sample_photo` for ``data=None``) and :func:`analyse`, cached
+    by content and settings, so that reruns (any widget change) do not analyse the photos again."""
+    photo = sample_photo() if data is None else decode_image(data, name)
+    with _LOCK:
+        return analyse(photo, make_recognizer(_onnx, _face_detector), max_faces)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _explanation(crop: np.ndarray, method: str, label: int, model: str, keras_path: str | None,
+                 _onnx) -> dict:
+    """:func:`explain_face`, cached by face, method, class and model files."""
+    with _LOCK:
+        return explain_face(crop, method, _onnx, label, keras_path)
+
+
+def _resources(detector: str, min_face: float):
+    path = model_path()
+    if not path.is_file():
+        raise ModelFileError(f"no model at {path}: the released model models/fer_champion.onnx is missing from this "
+                             f"checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
+    return _classifier(str(path), path.stat().st_mtime), _detector(detector, min_face)
+
+
+def _inputs() -> tuple[list[tuple[str, bytes | None]], list[str]]:
+    """The images to analyse as (name, bytes; None for the sample) and warnings."""
+    uploads = st.file_uploader(
+        "Upload one or more photos", accept_multiple_files=True, key="uploads", max_upload_size=MAX_UPLOAD_MB,
+        help=f"JPEG, PNG, WebP, BMP, TIFF or GIF, up to {MAX_UPLOAD_MB} MB and {MAX_PIXELS // 1_000_000} megapixels "
+             f"each; the first {MAX_FILES} are analysed.") or []
+    shot = None
+    if st.toggle("Take a webcam snapshot", key="camera_on",
+                 help="The browser asks for the camera; it works on localhost or https."):
+        shot = st.camera_input("Webcam snapshot", key="camera")
+    warnings = []
+    if len(uploads) > MAX_FILES:
+        warnings.append(f"{len(uploads)} files uploaded: only the first {MAX_FILES} are analysed.")
+    items = [(u.name, u.getvalue()) for u in uploads[:MAX_FILES]]
+    if shot is not None:
+        items.append(("webcam snapshot", shot.getvalue()))
+    if not items:
+        items = [(SAMPLE_NAME, None)]
+    return items, warnings
+
+
+def _show_analysis(analysis: Analysis) -> None:
+    photo = analysis.photo
+    st.subheader(photo.name)
+    for note in photo.notes:
+        st.caption(f"Note: {note}.")
+    if analysis.whole:
+        st.caption(f"The image is at most {WHOLE_FACE_MAX_SIDE} pixels on each side: taken as one face crop, "
+                   "without face detection.")
+    left, right = st.columns([3, 2])
+    left.image(annotate(analysis), width="stretch",
+               caption=f"{photo.original_size[0]}x{photo.original_size[1]} pixels; analysed in "
+                       f"{1000 * analysis.seconds:.0f} ms")
+    if not analysis.faces:
+        right.warning(f"{photo.name}: no face found. The detector looks for frontal, upright faces at least "
+                      "a few percent of the image wide: try a closer, frontal, well-lit photo, a smaller "
+                      "'smallest face' setting, or the MTCNN detector (sidebar).")
+        return
+    right.markdown(f"**Result:** {summary(analysis)}")
+    if analysis.dropped:
+        right.info(f"{analysis.found} faces found: the {len(analysis.faces)} largest are analysed "
+                   "(raise 'faces per photo' in the sidebar to see more).")
+    for face in analysis.faces:
+        right.markdown(f"**Face {face.index}: {face.label}** ({100 * face.confidence:.0f}%)")
+        right.bar_chart(probability_table(face), x="expression", y="probability", horizontal=True, sort=False,
+                        height=260, x_label="", y_label="probability")
+
+
+def main() -> None:
+    """The Streamlit page."""
+    st.set_page_config(page_title="Facial expressions (FER2013)", page_icon=":slightly_smiling_face:", layout="wide")
+    st.title("Facial expression recognition")
+    st.markdown(
+        "Upload photos or take a webcam snapshot: every face is found, boxed and labelled with one of FER2013's "
+        "seven expressions (" + ", ".join(CLASS_NAMES) + "). The model is this project's released ONNX model "
+        "(about 46% accurate on FER2013's PrivateTest; people agree with FER2013's labels about 65% of the time). "
+        "An expression is what a face shows, not what a person feels. Images stay in this app's memory only.")
+
+    with st.sidebar:
+        st.header("Settings")
+        detector = st.selectbox("Face detector", ("haar", "mtcnn"), key="detector", format_func={
+            "haar": "Haar cascade (fast, frontal faces)", "mtcnn": "MTCNN (slower, turned faces, levels the eyes)"}.get)
+        min_face = st.slider("Smallest face (% of the image width)", 2, 30, 5, key="min_face",
+                             disabled=detector != "haar") / 100
+        max_faces = int(st.number_input("Faces per photo", 1, 50, MAX_FACES, key="max_faces",
+                                        help="the largest ones are analysed"))
+        st.caption(f"Model: {model_path().name}" + (f" (from ${MODEL_ENV_VAR})" if os.environ.get(MODEL_ENV_VAR) else
+                                                    "; model card: models/fer_champion.md"))
+
+    try:
+        classifier, face_detector = _resources(detector, min_face)
+    except ModelFileError as exc:
+        st.error(f"The model cannot be loaded: {exc}")
+        st.stop()
+    except Exception as exc:  # noqa: BLE001  (MTCNN/TensorFlow set-up failures)
+        st.error(f"The {detector} face detector cannot be started here ({type(exc).__name__}: {exc}); "
+                 "choose the Haar cascade.")
+        st.stop()
+
+    model_key = f"{model_path()}@{model_path().stat().st_mtime}"  # a new model file: new results
+    items, warnings = _inputs()
+    for warning in warnings:
+        st.warning(warning)
+    if items[0][1] is None:
+        st.info("No photo yet: here is a sample photo (NASA's portrait of Eileen Collins, from scikit-image). "
+                "Upload your own above.")
+
+    analyses = []
+    for name, data in items:
+        try:
+            analysis = _analysis(data, name, model_key, detector, min_face, max_faces, classifier, face_detector)
+        except InputError as exc:
+            st.subheader(name)
+            st.error(str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001  (the page shows a message, never a traceback)
+            st.subheader(name)
+            st.error(f"{name}: could not be analysed ({type(exc).__name__}: {exc})")
+            continue
+        analyses.append(analysis)
+        _show_analysis(analysis)
+
+    faces = [(a, f) for a in analyses for f in a.faces]
+    if analyses:
+        st.download_button("Download the results (JSON)", json.dumps([a.as_dict() for a in analyses], indent=2),
+                           file_name="expressions.json", mime="application/json")
+    if not faces:
+        return
+    st.divider()
+    st.subheader("Why this label? Explain one face")
+    choice = st.selectbox("Face", range(len(faces)), key="explain_face", format_func=lambda i: (
+        f"{faces[i][0].photo.name}, face {faces[i][1].index} ({faces[i][1].label})"))
+    method = st.radio("Method", EXPLAIN_METHODS, horizontal=True, key="explain_method", help=(
+        "LIME hides groups of pixels and fits which ones move the probability (needs only the ONNX model); "
+        "Grad-CAM follows the gradients of the last convolution (needs the Keras model)."))
+    if not st.toggle("Show the explanation", key="explain_on", help="The first one loads TensorFlow (10-20 s)."):
+        return
+    analysis, face = faces[choice]
+    keras_path = keras_source(model_path())
+    try:
+        with st.spinner(f"{method} on face {face.index}..."):
+            result = _explanation(face.crop, method, int(np.argmax(face.proba)), model_key,
+                                  None if keras_path is None else str(keras_path), classifier)
+    except ExplainUnavailable as exc:
+        st.info(str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The explanation failed ({type(exc).__name__}: {exc})")
+        return
+    one, two, _ = st.columns([1, 1, 2])
+    one.image(cv2.resize(face.crop, (192, 192), interpolation=cv2.INTER_NEAREST),
+              caption=f"What the model sees: 48x48 gray, {face.label} {100 * face.confidence:.0f}%")
+    two.image(result["image"], caption=method)
+    st.caption(result["caption"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""The browser app (``fer_utils/app.py``): its pure helpers on a real face photo, the page driven
+by Streamlit's ``AppTest`` (uploads, webcam snapshot, bad input, explanations), and the running
+app opened in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_utils import app
+from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
+from fer_utils.export import RELEASED_MODEL
+
+APP = PROJECT_ROOT / "fer_utils" / "app.py"
+#: Where the astronaut's face lies in skimage.data.astronaut() (x0, y0, x1, y1), with room to spare.
+ASTRONAUT_HEAD = (130, 20, 320, 230)
+
+pytestmark = pytest.mark.skipif(not RELEASED_MODEL.is_file(), reason=f"no released model at {RELEASED_MODEL}")
+
+
+def encode(rgb: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def no_face() -> np.ndarray:
+    """A real photo without a face: scikit-image's coffee cup (400x600)."""
+    from skimage import data
+
+    return data.coffee()
+
+
+@pytest.fixture(scope="module")
+def crowd(astronaut) -> np.ndarray:
+    """Twelve copies of the astronaut's head on one 4x3 sheet (1000x780 pixels)."""
+    head = astronaut[20:215, 140:310]
+    sheet = np.full((780, 1000, 3), 200, np.uint8)
+    for row in range(3):
+        for col in range(4):
+            y, x = 30 + row * 250, 20 + col * 245
+            sheet[y:y + head.shape[0], x:x + head.shape[1]] = head
+    return sheet
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return app.make_recognizer()
+
+
+def inside(box, area) -> bool:
+    x, y, w, h = box
+    return area[0] <= x and area[1] <= y and x + w <= area[2] and y + h <= area[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+
+
+def test_decode_reads_common_formats_as_rgb(astronaut):
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    for name, data in [("a.jpg", encode(astronaut)), ("a.png", encode(astronaut, "PNG")),
+                       ("a.webp", encode(astronaut, "WEBP")), ("gray.png", encode(gray, "PNG")),
+                       ("rgba.png", encode(rgba, "PNG")), ("a.bmp", encode(astronaut, "BMP")),
+                       ("a.gif", encode(astronaut, "GIF"))]:
+        photo = app.decode_image(data, name)
+        assert photo.name == name and photo.rgb.shape == (512, 512, 3) and photo.rgb.dtype == np.uint8
+        assert photo.original_size == (512, 512) and photo.notes == []
+    png = app.decode_image(encode(astronaut, "PNG"), "a.png")
+    np.testing.assert_array_equal(png.rgb, astronaut)
+
+
+def test_decode_follows_the_exif_orientation(astronaut):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    wide = np.ascontiguousarray(astronaut[:, :400])
+    photo = app.decode_image(encode(wide, exif=exif), "phone.jpg")
+    assert photo.rgb.shape == (400, 512, 3) and "EXIF orientation" in photo.notes[0]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "notes.txt: the file is empty"),
+    (b"just some text, not a picture", "notes.txt: not an image"),
+    (b"%PDF-1.4 a document", "notes.txt: not an image"),
+])
+def test_decode_rejects_what_is_not_an_image(data, message):
+    with pytest.raises(app.InputError, match=message):
+        app.decode_image(data, "notes.txt")
+
+
+def test_decode_rejects_a_truncated_image(astronaut):
+    data = encode(astronaut, "PNG")
+    with pytest.raises(app.InputError, match="broken.png: a damaged or truncated image"):
+        app.decode_image(data[:len(data) // 2], "broken.png")
+
+
+def test_decode_caps_file_size_and_pixels_and_shrinks_large_images():
+    with pytest.raises(app.InputError, match=r"big.jpg: the file is 2\.0 MB; the limit is 1 MB"):
+        app.decode_image(b"\xff" * 2**21, "big.jpg", max_bytes=2**20)
+    huge = io.BytesIO()
+    Image.new("1", (10_000, 6_000)).save(huge, "PNG")  # 60 megapixels in a few kB: refused from its header
+    with pytest.raises(app.InputError, match=r"huge.png: the image is 10000x6000 \(60 megapixels\); the limit is 50"):
+        app.decode_image(huge.getvalue(), "huge.png")
+    large = encode(np.full((3000, 4000, 3), 90, np.uint8), "PNG")
+    photo = app.decode_image(large, "large.png")
+    assert photo.rgb.shape == (1200, 1600, 3) and photo.original_size == (4000, 3000)
+    assert photo.notes == ["shrunk from 4000x3000 to 1600x1200 pixels for analysis"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def test_analyse_the_sample_photo(recognizer, astronaut):
+    photo = app.sample_photo()
+    np.testing.assert_array_equal(photo.rgb, astronaut)
+    analysis = app.analyse(photo, recognizer)
+    assert analysis.found == 1 and len(analysis.faces) == 1 and not analysis.whole
+    face = analysis.faces[0]
+    assert inside(face.box, ASTRONAUT_HEAD)
+    assert face.crop.shape == (48, 48) and face.crop.dtype == np.uint8
+    assert face.proba.shape == (7,) and face.proba.sum() == pytest.approx(1, abs=1e-4)
+    assert face.label in CLASS_NAMES and face.label == CLASS_NAMES[int(np.argmax(face.proba))]
+    assert app.summary(analysis) == f"1 face: face 1 {face.label} ({100 * face.confidence:.0f}%)"
+    assert analysis.seconds < 10
+    table = app.probability_table(face)
+    assert list(table.expression) == list(CLASS_NAMES)
+    record = json.loads(json.dumps(analysis.as_dict()))
+    assert record["image"] == app.SAMPLE_NAME and record["faces"][0]["label"] == face.label
+
+
+def test_analyse_a_photo_without_a_face(recognizer, no_face):
+    analysis = app.analyse(app.decode_image(encode(no_face), "coffee.jpg"), recognizer)
+    assert analysis.found == 0 and analysis.faces == [] and app.summary(analysis) == "no face found"
+    assert app.annotate(analysis).shape == (427, 640, 3)  # small photos are enlarged for legible labels
+
+
+def test_many_faces_keep_the_largest(recognizer, crowd):
+    photo = app.decode_image(encode(crowd, "PNG"), "crowd.png")
+    everyone = app.analyse(photo, recognizer, max_faces=50)
+    assert everyone.found >= 8 and everyone.dropped == 0
+    some = app.analyse(photo, recognizer, max_faces=3)
+    assert some.found == everyone.found and len(some.faces) == 3 and some.dropped == everyone.found - 3
+    assert [f.index for f in some.faces] == [1, 2, 3]
+    areas = [f.box[2] * f.box[3] for f in everyone.faces]
+    assert areas == sorted(areas, reverse=True)
+    assert app.summary(some).startswith(f"{everyone.found} faces (3 largest shown): face 1 ")
+    assert app.annotate(some).shape == (749, 960, 3)
+
+
+def test_a_tiny_image_is_one_face_crop(recognizer, astronaut):
+    gray = cv2.resize(cv2.cvtColor(astronaut[25:215, 145:305], cv2.COLOR_RGB2GRAY), (48, 48))
+    analysis = app.analyse(app.decode_image(encode(gray, "PNG"), "fer.png"), recognizer)
+    assert analysis.whole and analysis.found == 1 and analysis.faces[0].box == (0, 0, 48, 48)
+    np.testing.assert_array_equal(analysis.faces[0].crop, gray)
+    assert app.annotate(analysis).shape == (640, 640, 3)
+
+
+def test_annotate_draws_boxes_at_display_size(recognizer):
+    analysis = app.analyse(app.sample_photo(), recognizer)
+    picture = app.annotate(analysis)
+    assert picture.shape == (640, 640, 3) and picture.dtype == np.uint8
+    plain = cv2.resize(analysis.photo.rgb, (640, 640))
+    assert np.abs(picture.astype(int) - plain).sum(axis=2).astype(bool).mean() > 0.01  # box, label, bars
+
+
+# ---------------------------------------------------------------------------------------------
+# Explanations
+
+
+def test_keras_source_follows_the_model_card(tmp_path):
+    onnx_file = tmp_path / "fer_champion.onnx"
+    onnx_file.write_bytes(b"onnx")
+    assert app.keras_source(onnx_file, tmp_path) is None
+    (tmp_path / "fer_champion.md").write_text("exported from the Keras run `03_cnn_small_none_cpu` (model ...")
+    assert app.keras_source(onnx_file, tmp_path) is None
+    (tmp_path / "03_cnn_small_none_cpu.keras").write_bytes(b"keras")
+    assert app.keras_source(onnx_file, tmp_path) == tmp_path / "03_cnn_small_none_cpu.keras"
+
+
+def test_grad_cam_without_the_keras_model_says_why(recognizer):
+    face = app.analyse(app.sample_photo(), recognizer).faces[0]
+    with pytest.raises(app.ExplainUnavailable, match="Grad-CAM needs the Keras model"):
+        app.explain_face(face.crop, "Grad-CAM", recognizer.classifier, keras_path=None)
+    with pytest.raises(ValueError, match="unknown method"):
+        app.explain_face(face.crop, "SHAP", recognizer.classifier)
+
+
+def test_lime_on_the_onnx_model_and_grad_cam_on_a_keras_model(recognizer, tmp_path):
+    from onnx_helpers import build_tiny
+
+    face = app.analyse(app.sample_photo(), recognizer).faces[0]
+    label = int(np.argmax(face.proba))
+    lime = app.explain_face(face.crop, "LIME", recognizer.classifier, label, num_samples=200)
+    assert lime["image"].shape == (192, 192, 3) and lime["label"] == label
+    assert lime["caption"].startswith(f"LIME, 200 samples: green regions raise the probability of '{face.label}'")
+    keras_file = tmp_path / "tiny.keras"
+    build_tiny().save(keras_file)
+    cam = app.explain_face(face.crop, "Grad-CAM", recognizer.classifier, label, keras_path=keras_file)
+    assert cam["image"].shape == (192, 192, 3) and "Grad-CAM on the last convolution of tiny.keras" in cam["caption"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The page, driven by Streamlit's AppTest
+
+
+def run_page(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def page():
+    from streamlit.testing.v1 import AppTest
+
+    return run_page(AppTest.from_file(str(APP), default_timeout=180))
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_first_open_shows_the_sample_result(page, recognizer):
+    expected = app.summary(app.analyse(app.sample_photo(), recognizer))
+    assert texts(page.subheader)[0] == app.SAMPLE_NAME
+    assert any("No photo yet" in text for text in texts(page.info))
+    assert f"**Result:** {expected}" in texts(page.markdown)
+    label = expected.split()[4]
+    assert any(text.startswith(f"**Face 1: {label}**") for text in texts(page.markdown))
+    assert not page.error and not page.warning
+    assert page.get("arrow_vega_lite_chart") or page.get("vega_lite_chart")  # the probability bar chart
+
+
+def test_uploads_are_labelled_and_bad_files_get_messages(page, recognizer, astronaut, no_face):
+    huge = io.BytesIO()
+    Image.new("1", (10_000, 6_000)).save(huge, "PNG")
+    page.file_uploader(key="uploads").set_value([
+        ("astronaut.jpg", encode(astronaut), "image/jpeg"),
+        ("notes.txt", b"not a picture", "text/plain"),
+        ("coffee.png", encode(no_face, "PNG"), "image/png"),
+        ("huge.png", huge.getvalue(), "image/png"),
+    ])
+    run_page(page)
+    assert texts(page.subheader)[:4] == ["astronaut.jpg", "notes.txt", "coffee.png", "huge.png"]
+    expected = app.summary(app.analyse(app.decode_image(encode(astronaut), "astronaut.jpg"), recognizer))
+    assert f"**Result:** {expected}" in texts(page.markdown)
+    assert not page.info  # no sample once something is uploaded
+    errors = texts(page.error)
+    assert errors[0].startswith("notes.txt: not an image") and errors[1].startswith("huge.png: the image is 10000x6000")
+    assert len(errors) == 2
+    assert any(w.startswith("coffee.png: no face found") for w in texts(page.warning))
+
+
+def test_many_faces_and_a_face_limit(page, crowd):
+    page.number_input(key="max_faces").set_value(2)
+    page.file_uploader(key="uploads").set_value(("crowd.png", encode(crowd, "PNG"), "image/png"))
+    run_page(page)
+    assert any("faces found: the 2 largest are analysed" in text for text in texts(page.info))
+    assert sum(text.startswith("**Face ") for text in texts(page.markdown)) == 2
+
+
+def test_a_webcam_snapshot_is_analysed(page, astronaut):
+    page.toggle(key="camera_on").set_value(True)
+    run_page(page)
+    page.camera_input(key="camera").upload("snapshot.jpg", encode(astronaut))
+    run_page(page)
+    assert texts(page.subheader)[0] == "webcam snapshot"
+    assert any(text.startswith("**Result:** 1 face: face 1 ") for text in texts(page.markdown))
+
+
+def test_explanations_on_the_page(page):
+    page.toggle(key="explain_on").set_value(True)
+    run_page(page)
+    assert any(text.startswith("LIME, 500 samples") for text in texts(page.caption))
+    page.radio(key="explain_method").set_value("Grad-CAM")
+    run_page(page)
+    shown = texts(page.caption) + texts(page.info)
+    if app.keras_source(app.model_path()) is None:  # a fresh checkout: trained models are not committed
+        assert any(text.startswith("Grad-CAM needs the Keras model") for text in shown)
+    else:
+        assert any(text.startswith("Grad-CAM on the last convolution") for text in shown)
+
+
+def test_the_mtcnn_detector_option(page):
+    page.selectbox(key="detector").set_value("mtcnn")
+    run_page(page)
+    assert not page.error, texts(page.error)
+    markdown = texts(page.markdown)
+    assert any(text.startswith("**Result:** 1 face: face 1 ") for text in markdown), markdown
+
+
+def test_a_missing_model_is_a_message(monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(app.MODEL_ENV_VAR, str(tmp_path / "nothing.onnx"))
+    at = run_page(AppTest.from_file(str(APP), default_timeout=120))
+    assert texts(at.error)[0].startswith(f"The model cannot be loaded: no model at {tmp_path / 'nothing.onnx'}")
+    assert not at.subheader
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the running app in headless Chromium
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, seconds: float, process: subprocess.Popen | None = None) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited with status {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {seconds:.0f} s") from None
+            time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client for one page (``websockets``, a Streamlit dependency)."""
+
+    def __init__(self, websocket_url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(websocket_url, max_size=None, open_timeout=30)
+        self.next_id = 0
+
+    def call(self, method: str, timeout: float = 60, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+#: True once the script run has finished (no running-status widget) and the annotated photo and
+#: the probability chart have been drawn.
+RENDERED = """(() => {
+  const images = Array.from(document.querySelectorAll('[data-testid="stImage"] img'));
+  const charts = document.querySelectorAll(
+    '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg');
+  return !document.querySelector('[data-testid="stStatusWidget"]') && images.length > 0
+    && images.every(i => i.complete && i.naturalWidth > 0) && charts.length > 0;
+})()"""
+
+
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium_binary() is None,
+                    reason="no chromium on PATH (Debian's `chromium` package; .ci/run installs it)")
+def test_the_running_app_renders_the_sample_result_in_chromium(tmp_path, recognizer):
+    """``streamlit run fer_utils/app.py`` in a subprocess, opened in headless Chromium.
+
+    Streamlit renders the page from messages on a websocket after the page has loaded, which
+    Chromium's one-shot ``--dump-dom`` / ``--screenshot`` (with ``--virtual-time-budget``) do not
+    wait for: they return the empty page skeleton. So Chromium runs with a DevTools port, and the
+    test polls the rendered text until the result appears, then takes the screenshot.
+    """
+    pytest.importorskip("websockets.sync.client", reason="websockets (a Streamlit dependency) is needed")
+    expected = app.summary(app.analyse(app.sample_photo(), recognizer))
+    port, devtools_port = free_port(), free_port()
+    server_log = (tmp_path / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+         "--client.toolbarMode", "minimal"],
+        cwd=PROJECT_ROOT, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    browser = None
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 180, server)
+        browser = subprocess.Popen(
+            [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+             f"--remote-debugging-port={devtools_port}", "--window-size=1280,2000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        targets = json.loads(wait_for_http(f"http://127.0.0.1:{devtools_port}/json/list", 60, browser))
+        page = DevTools(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
+        try:
+            page.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
+            deadline, text, done = time.monotonic() + 300, "", False
+            while time.monotonic() < deadline and not done:
+                time.sleep(1)
+                text = page.evaluate("document.body ? document.body.innerText : ''") or ""
+                done = f"Result: {expected}" in text and "Why this label?" in text and page.evaluate(RENDERED)
+            time.sleep(1)
+            shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
+            dom = page.evaluate("document.documentElement.outerHTML")
+        finally:
+            page.close()
+        (tmp_path / "app.png").write_bytes(shot)
+        (tmp_path / "app.html").write_text(dom)
+        assert done, f"the page was not fully rendered after 300 s; its text:\n{text[:2000]}"
+        assert "Facial expression recognition" in text and app.SAMPLE_NAME in text
+        label = expected.split()[4]
+        assert f"Face 1: {label}" in text and "Traceback" not in text
+        picture = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
+        assert picture is not None and picture.shape[1] == 1280 and picture.std() > 10
+    finally:
+        if browser is not None:
+            stop(browser)
+        stop(server)
+        server_log.close()
