@@ -9,12 +9,16 @@ One module per pipeline stage:
 - ``balance``: class balancing of the training split (imbalanced-learn, augmentation, weights);
 - ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
 - ``train``: the shared, resumable ``fit`` and ``train_and_evaluate``;
+- ``vgg``: the VGGNet recipes, resampled-data ensembles and the leakage audit (notebooks 04, 06, 11);
+- ``transfer``: keras.applications backbones, ResNet-18 and a small ViT, frozen or fine-tuned (notebook 05);
+- ``champion``: the project's best CPU model, its recipe and throughput measurement (notebook 12);
 - ``evaluate``: metrics, metrics files, the summary table;
 - ``align``: MTCNN face alignment (rotate the eye line level, crop, resize), cached per dataset;
 - ``explain``: LIME and Grad-CAM for any Keras model of the project;
 - ``export``: Keras to ONNX, parity, simplification, int8 quantization, latency benchmark, release;
 - ``realtime``: the webcam/video pipeline (detect, track, crop, classify, draw; FPS and latency);
 - ``cli``: ``python -m fer_utils.cli predict|run`` (``fer-predict``);
+- ``app``: the Streamlit browser app (``make app``);
 - ``plots``: figures;
 - ``notebook``: the set-up every notebook shares;
 - ``pipeline``: runs the notebooks with papermill (``make all``).
