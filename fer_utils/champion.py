@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import NUM_CLASSES, import_keras
 from .models import build
-from .train import TrainConfig, _dataset, make_augmenter, train_and_evaluate
+from .train import TrainConfig, make_augmenter, make_dataset, train_and_evaluate
 
 keras = import_keras()
 
@@ -90,7 +90,7 @@ def measure_throughput(builders: dict[str, Callable[[], keras.Model]], batch_siz
             y = rng.integers(0, NUM_CLASSES, n)
             model = builder()
             model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
-            data = _dataset(x, y, batch_size, augmenter=make_augmenter(augment, seed))
+            data = make_dataset(x, y, batch_size, augmenter=make_augmenter(augment, seed))
             model.fit(data.take(warmup), shuffle=False, verbose=0)  # builds and compiles the step function
             start = time.perf_counter()
             model.fit(data.skip(warmup), shuffle=False, verbose=0)

@@ -76,6 +76,14 @@ class FitResult:
     resumed_from_epoch: int = 0
     extra: dict = field(default_factory=dict)
 
+    def summary(self, n_train: int, images_per_epoch: int | None = None) -> dict:
+        """The metrics file's ``train`` entry: epochs, seconds, why it stopped, training-set size,
+        throughput (``images_per_epoch`` defaults to ``n_train``) and the epoch it resumed from."""
+        seen = self.epochs * (images_per_epoch or n_train)
+        return {"epochs": self.epochs, "seconds": round(self.seconds, 1), "stopped": self.stopped,
+                "n_train": int(n_train), "images_per_second": round(seen / max(self.seconds, 1e-9), 1),
+                "resumed_from_epoch": self.resumed_from_epoch}
+
 
 def make_augmenter(kind: str | None, seed: int = 0) -> keras.Sequential | None:
     """Keras augmentation layers for (B, 48, 48, 1) batches scaled to 0-1, training data only."""
@@ -94,7 +102,7 @@ def make_augmenter(kind: str | None, seed: int = 0) -> keras.Sequential | None:
     raise ValueError(f"augment={kind!r}: choose None, 'flip' or 'standard'")
 
 
-def _dataset(x, y, batch_size, shuffle=False, augmenter=None, class_weight=None, seed=0):
+def make_dataset(x, y, batch_size, shuffle=False, augmenter=None, class_weight=None, seed=0):
     """tf.data pipeline of (faces float32 (B,48,48), one-hot labels[, sample weights])."""
     y_onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
     tensors = (x, y_onehot)
@@ -198,11 +206,13 @@ def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config) ->
 def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray, y_val: np.ndarray, config: TrainConfig, workdir: str | os.PathLike,
         strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
-        callbacks: list | None = None) -> FitResult:
-    """Train ``build()`` on uint8 faces ``(N, 48, 48)`` and labels ``(N,)``; pick the best
-    PublicTest epoch. ``workdir`` keeps the resumable state (backup, best checkpoint, history
-    CSV); calling again with the same ``workdir`` after an interruption continues the run.
-    ``callbacks`` are appended to the built-in ones.
+        callbacks: list | None = None, loss=None) -> FitResult:
+    """Train ``build()`` on uint8 faces ``(N, 48, 48)`` (or feature rows ``(N, F)``, never
+    augmented) and labels ``(N,)``; pick the best PublicTest epoch. ``workdir`` keeps the
+    resumable state (backup, best checkpoint, history CSV); calling again with the same
+    ``workdir`` after an interruption continues the run. ``loss`` defaults to cross-entropy with
+    the config's label smoothing; ``callbacks`` are appended to the built-in ones. The returned
+    model is the best checkpoint, uncompiled (ready to predict, save or compile anew).
     """
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("fit: the training and validation sets must not be empty")
@@ -222,15 +232,15 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
         model = build()
         model.compile(
             optimizer=_optimizer(config, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            loss=loss if loss is not None else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy"],
         )
-    train_data = _dataset(x_train, y_train, config.batch_size, shuffle=True,
-                          augmenter=make_augmenter(config.augment, config.seed),
+    train_data = make_dataset(x_train, y_train, config.batch_size, shuffle=True,
+                          augmenter=make_augmenter(config.augment, config.seed) if x_train.ndim == 3 else None,
                           class_weight=config.class_weight, seed=config.seed)
     if config.epoch_size:
         train_data = train_data.repeat()
-    val_data = _dataset(x_val, y_val, max(config.batch_size, 256))
+    val_data = make_dataset(x_val, y_val, max(config.batch_size, 256))
 
     timer = _EpochTimer(config.time_budget_s, already_spent_s=float(np.sum(prior.get("epoch_seconds", []))))
     callbacks = [*_builtin_callbacks(timer, best_path, history_csv, workdir, prior, config), *(callbacks or [])]
@@ -252,7 +262,7 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
     epochs = len(history.get("loss", []))
     if best_path.exists():
         with scope():
-            model = keras.models.load_model(best_path)
+            model = keras.models.load_model(best_path, compile=False)  # custom losses need no registry
     return FitResult(model, history, epochs, float(np.sum(history.get("epoch_seconds", [0.0]))), stopped,
                      resumed_from)
 
@@ -333,12 +343,10 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
         extra_metrics = {}
     record = metrics_record(
         run_id, run.notebook, model_name, sampling, run.profile.name, params, described,
-        {"epochs": result.epochs, "seconds": round(result.seconds, 1), "stopped": result.stopped,
-         "n_train": int(len(x_train)), "images_per_second": round(result.epochs * (config.epoch_size or len(x_train)) / max(result.seconds, 1e-9), 1),
-         "resumed_from_epoch": result.resumed_from_epoch},
+        result.summary(len(x_train), config.epoch_size),
         metrics, weights="none", n_params=int(result.model.count_params()),
         keras_predict_ms_per_face=round(ms_per_face, 3),
-        model_file=_display_path(model_path),
+        model_file=display_path(model_path),
         history=result.history, **extra_metrics,
     )
     write_metrics(record, run.metrics_dir)
@@ -348,7 +356,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     return record
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the project when inside it (metrics files stay machine-independent)."""
     from .config import PROJECT_ROOT
 

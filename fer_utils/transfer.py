@@ -682,47 +682,6 @@ def stratified_subset(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray
 # Training
 
 
-def fit_with_loss(build: Callable[[], keras.Model], loss, x_train: np.ndarray, y_train: np.ndarray,
-                  x_val: np.ndarray, y_val: np.ndarray, config: train.TrainConfig, workdir: str | os.PathLike,
-                  verbose: int | str = "auto") -> train.FitResult:
-    """``fer_utils.train.fit`` with a chosen loss: the same data pipeline (augmentation, class
-    weights), optimizer, best-PublicTest checkpoint, history, time budget, early stopping and
-    resuming from ``workdir``. ``x`` are faces ``(N, 48, 48)`` or features ``(N, F)``."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    history_csv, best_path = workdir / "history.csv", workdir / "best.keras"
-    prior = train.read_history(history_csv)
-    if verbose == "auto":
-        verbose = 2 if os.environ.get(train.BATCH_RUN_ENV) else 1
-    steps = int(np.ceil((config.epoch_size or len(x_train)) / config.batch_size))
-    model = build()
-    model.compile(optimizer=train._optimizer(config, steps), loss=loss, metrics=["accuracy"])
-    augmenter = train.make_augmenter(config.augment, config.seed) if x_train.ndim == 3 else None
-    train_data = train._dataset(x_train, y_train, config.batch_size, shuffle=True, augmenter=augmenter,
-                                class_weight=config.class_weight, seed=config.seed)
-    if config.epoch_size:
-        train_data = train_data.repeat()
-    val_data = train._dataset(x_val, y_val, max(config.batch_size, 256))
-    timer = train._EpochTimer(config.time_budget_s, float(np.sum(prior.get("epoch_seconds", []))))
-    callbacks = train._builtin_callbacks(timer, best_path, history_csv, workdir, prior, config)
-    finished = workdir / "finished.txt"
-    if not finished.exists():
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
-                  steps_per_epoch=steps if config.epoch_size else None, verbose=verbose,
-                  shuffle=False)  # the tf.data pipeline shuffles
-        epochs_run = len(train.read_history(history_csv).get("loss", []))
-        reason = ("completed" if epochs_run >= config.epochs else
-                  f"time budget ({config.time_budget_s:.0f} s)" if timer.budget_hit else
-                  f"early stopping (patience {config.patience})")
-        finished.write_text(reason)
-    history = train.read_history(history_csv)
-    if best_path.exists():
-        model = keras.models.load_model(best_path, compile=False)
-    return train.FitResult(model, history, len(history.get("loss", [])),
-                           float(np.sum(history.get("epoch_seconds", [0.0]))), finished.read_text(),
-                           len(prior.get("loss", [])))
-
-
 def _predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return model.predict(x, batch_size=batch_size, verbose=0)
 
@@ -810,8 +769,8 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         f_train, f_y = feats["train"], y_train
         if params["frozen_feature_flip"]:
             f_y = np.concatenate([y_train, y_train])
-        result = fit_with_loss(lambda: classification_head(f_train.shape[1], (256,), 0.3, f_train), loss_fn,
-                               f_train, f_y, feats[VAL], y_val, config, workdir, verbose)
+        result = train.fit(lambda: classification_head(f_train.shape[1], (256,), 0.3, f_train),
+                           f_train, f_y, feats[VAL], y_val, config, workdir, verbose=verbose, loss=loss_fn)
         proba = {split: _predict(result.model, feats[split], 1024) for split in (VAL, TEST)}
         extractor = feats["extractor"]
         model = assemble(extractor, result.model, "frozen", name=f"{backbone_name}_frozen")
@@ -830,7 +789,7 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
             unfreeze(extractor_of(model), keep_batchnorm=weights == "imagenet")
             return model
 
-        result = fit_with_loss(build, loss_fn, x_train, y_train, x_val, y_val, config, workdir, verbose)
+        result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
         model = result.model
         t0 = time.perf_counter()
         proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
@@ -841,17 +800,15 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
     model_path = train.save_model(model, run.models_dir / f"{run_id}.keras")
     n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
     train_info = {
-        "epochs": result.epochs, "seconds": round(result.seconds + feature_seconds, 1), "stopped": result.stopped,
-        "n_train": len(x_train), "feature_seconds": round(feature_seconds, 1),
+        **result.summary(len(x_train), n_seen),
+        "seconds": round(result.seconds + feature_seconds, 1), "feature_seconds": round(feature_seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 2),
-        "images_per_second": round(result.epochs * n_seen / max(result.seconds, 1e-9), 1),
-        "resumed_from_epoch": result.resumed_from_epoch,
     }
     record = metrics_record(
         run_id, run.notebook, params["model"], "none", run.profile.name, params, described, train_info, metrics,
         weights=weights, backbone=backbone_name, mode=mode, loss=loss, input_size=size,
         n_params=int(model.count_params()), trainable_params=trainable_count(model),
-        keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train._display_path(model_path),
+        keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
         history=result.history, **extra,
     )
     write_metrics(record, run.metrics_dir)

@@ -687,10 +687,7 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> dict:
                "official_splits_in_leaky_training": protocol.official_overlap()}
     record = metrics_record(
         run_id, run.notebook, model_name, protocol.sampling, run.profile.name, params, described,
-        {"epochs": result.epochs, "seconds": round(result.seconds, 1), "stopped": result.stopped,
-         "n_train": len(x_train),
-         "images_per_second": round(result.epochs * (config.epoch_size or len(x_train)) / max(result.seconds, 1e-9), 1),
-         "resumed_from_epoch": result.resumed_from_epoch},
+        result.summary(len(x_train), config.epoch_size),
         metrics, weights="none", n_params=int(result.model.count_params()), leaky=True, warning=LEAKY_WARNING,
         leakage=leakage, leaky_model_file=_relative(model_file), history=result.history,
     )

@@ -75,6 +75,31 @@ def test_class_weights_and_label_smoothing_run(faces, tmp_path):
     assert np.isfinite(result.history["loss"][0])
 
 
+class ZeroLoss(keras.losses.Loss):
+    """A loss with no gradient: training with it must leave every weight where it was."""
+
+    def call(self, y_true, y_pred):
+        return keras.ops.sum(y_pred * 0.0, axis=-1)
+
+
+def test_fit_uses_the_given_loss_and_trains_feature_rows(faces, tmp_path):
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(len(faces[1]), 12)).astype("float32"), faces[1],
+                rng.normal(size=(len(faces[3]), 12)).astype("float32"), faces[3]]
+
+    def head():
+        keras.utils.set_random_seed(1)
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(7, activation="softmax")])
+
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None, augment="standard")  # never applied to features
+    zero = fit(head, *features, cfg, tmp_path / "zero", verbose=0, loss=ZeroLoss())
+    assert zero.history["loss"] == [0.0, 0.0]
+    for trained, initial in zip(zero.model.get_weights(), head().get_weights()):
+        np.testing.assert_array_equal(trained, initial)
+    default = fit(head, *features, cfg, tmp_path / "ce", verbose=0)
+    assert min(default.history["loss"]) > 1.0  # cross-entropy of 7 classes on noise features
+
+
 def test_train_and_evaluate_loads_instead_of_retraining(tmp_path, capsys):
     run = start("03_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     cfg = TrainConfig(epochs=1, batch_size=64)
