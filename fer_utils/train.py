@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .config import NUM_CLASSES, TRAIN, VAL, import_keras
+from .config import NUM_CLASSES, TEST, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record, write_metrics
 
 keras = import_keras()
@@ -349,10 +349,17 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
         model_file=display_path(model_path),
         history=result.history, **extra_metrics,
     )
-    write_metrics(record, run.metrics_dir)
+    return finish_run(record, run.metrics_dir, workdir)
+
+
+def finish_run(record: dict, metrics_dir: str | os.PathLike, workdir: str | os.PathLike) -> dict:
+    """Write a trained run's metrics file, remove its resumable state and print its one-line
+    result (training time, PublicTest and PrivateTest accuracy). Returns ``record``."""
+    write_metrics(record, metrics_dir)
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{run_id}: {result.epochs} epochs in {result.seconds / 60:.1f} min ({result.stopped}); "
-          f"PublicTest {100 * metrics[VAL]['accuracy']:.2f}%, PrivateTest {100 * metrics['PrivateTest']['accuracy']:.2f}%")
+    t, m = record["train"], record["metrics"]
+    print(f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
+          f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
     return record
 
 

@@ -44,7 +44,7 @@ import pandas as pd
 
 from . import balance, train
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
-from .evaluate import evaluate_predictions, metrics_record, write_metrics
+from .evaluate import evaluate_predictions, metrics_record
 
 keras = import_keras()
 layers = keras.layers
@@ -811,11 +811,7 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
         history=result.history, **extra,
     )
-    write_metrics(record, run.metrics_dir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{run_id}: {result.epochs} epochs in {train_info['seconds'] / 60:.1f} min ({result.stopped}); "
-          f"PublicTest {100 * metrics[VAL]['accuracy']:.2f}%, PrivateTest {100 * metrics[TEST]['accuracy']:.2f}%")
-    return record
+    return train.finish_run(record, run.metrics_dir, workdir)
 
 
 def _compute_features(name: str, size: int, weights: str, x_train: np.ndarray, ds, flip: bool,
