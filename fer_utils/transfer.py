@@ -726,8 +726,9 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
     (subset of the) Training split, plus those of the mirrored faces with the recipe's ``flip``, and
     of PublicTest and PrivateTest are computed once (``cache`` shares them between losses); a head
     is trained on them, selected on PublicTest; the saved model is backbone + head.
-    ``finetune``: starts from the frozen run with the same loss (trained first if missing),
-    unfreezes the backbone and trains everything with the recipe's lower learning rate.
+    ``finetune``: with pretrained weights, starts from the frozen run with the same loss (trained
+    first if missing), unfreezes the backbone (batch norms stay frozen) and trains everything with
+    the recipe's lower learning rate; with random weights, trains the whole model from scratch.
     Skipped when its metrics file and model exist for the same data and settings (unless
     ``run.force``). Returns the metrics record (``weights``, ``mode``, ``loss``, ``backbone``,
     ``input_size``, ``n_params``, ``trainable_params``, ``keras_predict_ms_per_face``,
@@ -748,7 +749,8 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         "model": f"{backbone_name}_{mode}_{loss}", "sampling": "none", "backbone": backbone_name, "mode": mode,
         **loss_params, "weights": weights, "input_size": size, "head_units": [256], "head_dropout": 0.3,
         "n_train_used": len(subset), "frozen_feature_flip": bool(mode == "frozen" and r["feature_flip"]),
-        **({"batchnorm_frozen": weights == "imagenet"} if mode == "finetune" else {}),
+        **({"batchnorm_frozen": weights != "none",
+            "initialisation": "the frozen run" if weights != "none" else "random"} if mode == "finetune" else {}),
         **config.params(), "class_weight": class_weight,
     }))
     described = ds.describe()
@@ -781,21 +783,13 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         ms_per_face, feature_seconds = feats["ms_per_face"], feats["seconds"]
         extra["frozen_check_max_abs_diff"] = gap
     else:
-        frozen = train_transfer(run, backbone_name, "frozen", loss, weights, size, cache, verbose)
-        frozen_model = run.models_dir / f"{frozen['run']}.keras"
-
-        def build():
-            model = keras.models.load_model(frozen_model, compile=False)
-            unfreeze(extractor_of(model), keep_batchnorm=weights == "imagenet")
-            return model
-
+        build, extra["initialised_from"] = _finetune_start(run, backbone_name, loss, weights, size, cache, verbose)
         result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
         model = result.model
         t0 = time.perf_counter()
         proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
         ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
         feature_seconds = 0.0
-        extra["initialised_from"] = frozen["run"]
     metrics = evaluate_predictions(proba, ds)
     model_path = train.save_model(model, run.models_dir / f"{run_id}.keras")
     n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
@@ -812,6 +806,29 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         history=result.history, **extra,
     )
     return train.finish_run(record, run.metrics_dir, workdir)
+
+
+def _finetune_start(run, backbone_name: str, loss: str, weights: str, size: int, cache, verbose):
+    """Where fine-tuning starts: ``(build, description)``. Pretrained weights: the frozen run of the
+    same loss (trained first if missing), backbone unfrozen, batch norms kept frozen. Random
+    weights: a fresh model, since the frozen head was fitted to an untrained network's
+    inference-mode features, whose scale has nothing to do with what its batch norms give once
+    they train (the first losses explode)."""
+    if weights == "none":
+        def fresh():
+            keras.utils.set_random_seed(run.seed)
+            return build_model(backbone_name, size, "none", "finetune")
+
+        return fresh, "random (weights: none)"
+    frozen = train_transfer(run, backbone_name, "frozen", loss, weights, size, cache, verbose)
+    frozen_model = run.models_dir / f"{frozen['run']}.keras"
+
+    def from_frozen():
+        model = keras.models.load_model(frozen_model, compile=False)
+        unfreeze(extractor_of(model), keep_batchnorm=True)
+        return model
+
+    return from_frozen, frozen["run"]
 
 
 def _compute_features(name: str, size: int, weights: str, x_train: np.ndarray, ds, flip: bool,

@@ -213,7 +213,7 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     assert set(saved["metrics"]["PrivateTest"]) >= {"accuracy", "macro_f1", "per_class", "confusion"}
     assert saved["trainable_params"] < saved["n_params"]
     tuned = transfer.train_transfer(run, "vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
-    assert tuned["initialised_from"] == frozen["run"] and tuned["train"]["n_train"] == 64
+    assert tuned["initialised_from"] == "random (weights: none)" and tuned["train"]["n_train"] == 64
     assert tuned["trainable_params"] == transfer.trainable_count(keras.models.load_model(
         run.models_dir / f"{tuned['run']}.keras", compile=False))
     capsys.readouterr()
@@ -222,3 +222,21 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     table = transfer.comparison_table([frozen, tuned])
     assert list(table["mode"]) == ["frozen", "finetune"] and set(table["weights"]) == {"none"}
     assert {"precision", "accuracy", "recall", "F1", "params (M)", "s/epoch", "ms/face"} <= set(table.columns)
+
+
+def test_finetuning_continues_a_pretrained_frozen_run_but_starts_random_weights_afresh(small_ds, tmp_path,
+                                                                                         monkeypatch):
+    tiny = {**transfer.TRANSFER_RECIPES["smoke"], "size": 32, "finetune_max_train": 64}
+    monkeypatch.setitem(transfer.TRANSFER_RECIPES, "smoke", tiny)
+    real_backbone = transfer.backbone
+    # Random weights stand in for downloaded ImageNet ones: this checks the path, not the weights.
+    monkeypatch.setattr(transfer, "backbone", lambda name, size, weights: real_backbone(name, size, "none"))
+    run = NotebookRun("05_test", get_profile("smoke"), small_ds, tmp_path / "reports", seed=0)
+    pretrained = transfer.train_transfer(run, "resnet18", "finetune", "ce", "imagenet", verbose=0)
+    assert pretrained["initialised_from"] == "05_resnet18_frozen_ce_imagenet_smoke"
+    assert pretrained["params"]["batchnorm_frozen"] and pretrained["params"]["initialisation"] == "the frozen run"
+    scratch = transfer.train_transfer(run, "resnet18", "finetune", "ce", "none", verbose=0)
+    assert scratch["initialised_from"] == "random (weights: none)"
+    assert not scratch["params"]["batchnorm_frozen"] and scratch["params"]["initialisation"] == "random"
+    assert not (run.metrics_dir / "05_resnet18_frozen_ce_none_smoke.json").exists()  # no frozen run needed
+    assert scratch["history"]["loss"][0] < 10  # a fresh model starts near log(7), not with an exploding head
