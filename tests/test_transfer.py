@@ -240,3 +240,15 @@ def test_finetuning_continues_a_pretrained_frozen_run_but_starts_random_weights_
     assert not scratch["params"]["batchnorm_frozen"] and scratch["params"]["initialisation"] == "random"
     assert not (run.metrics_dir / "05_resnet18_frozen_ce_none_smoke.json").exists()  # no frozen run needed
     assert scratch["history"]["loss"][0] < 10  # a fresh model starts near log(7), not with an exploding head
+
+
+def test_scratch_runs_cap_batchnorm_momentum_where_it_is_too_slow():
+    above = set()
+    for name in ("mobilenet_v3_large", "efficientnet_b0", "resnet18", "xception", "vit_small"):
+        model = transfer.build_model(name, 32 if name != "xception" else 71)
+        changed = transfer.cap_batchnorm_momentum(model)
+        if changed:
+            above.add(name)
+        assert all(layer.momentum <= transfer.SCRATCH_BATCHNORM_MOMENTUM for layer in transfer._all_layers(model)
+                   if isinstance(layer, keras.layers.BatchNormalization))
+    assert above == set(transfer.HIGH_MOMENTUM_BACKBONES)
