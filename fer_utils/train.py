@@ -235,9 +235,9 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
             loss=loss if loss is not None else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy"],
         )
-    train_data = make_dataset(x_train, y_train, config.batch_size, shuffle=True,
-                          augmenter=make_augmenter(config.augment, config.seed) if x_train.ndim == 3 else None,
-                          class_weight=config.class_weight, seed=config.seed)
+    augmenter = make_augmenter(config.augment, config.seed) if x_train.ndim == 3 else None  # faces, not features
+    train_data = make_dataset(x_train, y_train, config.batch_size, shuffle=True, augmenter=augmenter,
+                              class_weight=config.class_weight, seed=config.seed)
     if config.epoch_size:
         train_data = train_data.repeat()
     val_data = make_dataset(x_val, y_val, max(config.batch_size, 256))
