@@ -12,9 +12,11 @@ file was exported from, ``models/<run>.keras``; trained models are not committed
 checkout offers LIME only and says why). Without any input the page shows a sample photo
 (``skimage.data.astronaut()``).
 
-Bad input never shows a traceback: a file that is not an image, an image over
-:data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS`, an image without faces or with more than the chosen
-number of faces each gets a message naming the file. Large images are shrunk to
+Bad input never shows a traceback: a file that is not an image or is damaged, an image over
+:data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS` or under ``realtime.MIN_FACE_SIDE`` pixels a side, an
+image without faces or with more than the chosen number of faces each gets a message naming the
+file (the same rules as the CLI's), and a model file that is not a 7-class probability model a
+message naming the model. Large images are shrunk to
 :data:`ANALYSIS_MAX_SIDE` pixels before detection.
 
 The pure functions (:func:`decode_image`, :func:`sample_photo`, :func:`analyse`,
@@ -24,7 +26,6 @@ dataclasses and do not need Streamlit; :func:`main` is the page.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -46,12 +47,11 @@ import streamlit as st
 
 from fer_utils.config import CLASS_NAMES, IMAGE_SIZE, MODELS_DIR
 from fer_utils.export import RELEASED_MODEL, ModelFileError, OnnxClassifier
-from fer_utils.realtime import CLASS_COLORS, Face, HaarDetector, MTCNNDetector, Recognizer, crop_face, draw_faces
+from fer_utils.realtime import (CLASS_COLORS, MAX_PIXELS, WHOLE_FACE_MAX_SIDE, Face, HaarDetector, MTCNNDetector,
+                                Recognizer, SourceError, crop_face, decode_photo, draw_faces)
 
 MAX_UPLOAD_MB = 20  #: largest accepted file, in MB (the upload widget refuses larger ones itself)
-MAX_PIXELS = 50_000_000  #: largest accepted image, in pixels (checked before decoding)
 ANALYSIS_MAX_SIDE = 1600  #: images are shrunk to at most this many pixels per side before detection
-WHOLE_FACE_MAX_SIDE = 64  #: an image this small is taken as one face crop (like a FER2013 image)
 MAX_FACES = 10  #: faces analysed per image by default (the largest ones)
 MAX_FILES = 10  #: images analysed per page run
 MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released one
@@ -132,44 +132,19 @@ class Analysis:
 def decode_image(data: bytes, name: str = "image", max_bytes: int = MAX_UPLOAD_MB * 2**20,
                  max_pixels: int = MAX_PIXELS, max_side: int = ANALYSIS_MAX_SIDE) -> Photo:
     """An uploaded file's bytes as a :class:`Photo` (RGB uint8), or :class:`InputError` naming
-    ``name`` and the reason: empty, over ``max_bytes``, not an image Pillow can read, damaged,
-    over ``max_pixels`` (checked from the header, before decoding).
+    ``name`` and the reason: over ``max_bytes``, or any of :func:`realtime.decode_photo`'s
+    (the CLI's) reasons: empty, not an image, damaged or truncated, over ``max_pixels``
+    (checked from the header, before decoding), too small to hold a face.
 
-    The EXIF orientation is applied (phone photos), any mode (gray, palette, RGBA, CMYK, 16-bit)
-    becomes RGB (an animation gives its first frame), and an image larger than ``max_side`` on
-    either side is shrunk to it (noted in ``Photo.notes``).
+    The EXIF orientation is applied (phone photos), any mode becomes RGB, and an image larger
+    than ``max_side`` on either side is shrunk to it (noted in ``Photo.notes``).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    size = len(data)
-    if size == 0:
-        raise InputError(f"{name}: the file is empty")
-    if size > max_bytes:
-        raise InputError(f"{name}: the file is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+    if len(data) > max_bytes:
+        raise InputError(f"{name}: the file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
     try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not an image (JPEG, PNG, WebP, BMP, TIFF or GIF) that Pillow can read") from None
-    except Exception as exc:  # noqa: BLE001  (Pillow's plugins raise many kinds)
-        raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InputError(f"{name}: the image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise InputError(f"{name}: the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
-                         f"the limit is {max_pixels / 1e6:.0f} megapixels: shrink it first")
-    try:
-        image = ImageOps.exif_transpose(image)  # loads the pixels too
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit gray: scale to 8 bits
-            values = np.asarray(image, dtype=np.float64)
-            span = max(float(values.max() - values.min()), 1e-9)
-            image = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8))
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001  (truncated or damaged files)
-        raise InputError(f"{name}: a damaged or truncated image ({type(exc).__name__}: {exc})") from None
-    notes = []
-    if (rgb.shape[1], rgb.shape[0]) != (width, height):
-        notes.append(f"rotated as its EXIF orientation says ({width}x{height} -> {rgb.shape[1]}x{rgb.shape[0]})")
+        rgb, (width, height), notes = decode_photo(data, name, max_pixels)
+    except SourceError as exc:
+        raise InputError(str(exc)) from None
     longest = max(rgb.shape[:2])
     if longest > max_side:
         scale = max_side / longest
@@ -420,12 +395,12 @@ def _explanation(crop: np.ndarray, method: str, label: int, model: str, keras_pa
         return explain_face(crop, method, _onnx, label, keras_path)
 
 
-def _resources(detector: str, min_face: float):
+def _model() -> OnnxClassifier:
     path = model_path()
     if not path.is_file():
         raise ModelFileError(f"no model at {path}: the released model models/fer_champion.onnx is missing from this "
                              f"checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
-    return _classifier(str(path), path.stat().st_mtime), _detector(detector, min_face)
+    return _classifier(str(path), path.stat().st_mtime)
 
 
 def _inputs() -> tuple[list[tuple[str, bytes | None]], list[str]]:
@@ -498,10 +473,13 @@ def main() -> None:
                                                     "; model card: models/fer_champion.md"))
 
     try:
-        classifier, face_detector = _resources(detector, min_face)
-    except ModelFileError as exc:
-        st.error(f"The model cannot be loaded: {exc}")
+        classifier = _model()
+    except Exception as exc:  # noqa: BLE001  (ModelFileError, or whatever ONNX Runtime raises)
+        st.error(f"The model cannot be loaded: {exc}" if isinstance(exc, ModelFileError) else
+                 f"The model cannot be loaded: {model_path()} ({type(exc).__name__}: {exc})")
         st.stop()
+    try:
+        face_detector = _detector(detector, min_face)
     except Exception as exc:  # noqa: BLE001  (MTCNN/TensorFlow set-up failures)
         st.error(f"The {detector} face detector cannot be started here ({type(exc).__name__}: {exc}); "
                  "choose the Haar cascade.")

@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, TEST, TRAIN, USAGES, VAL
+from .files import atomic_path
 
 CACHE_VERSION = 1  #: bump when the cache format or the parsing changes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -209,9 +211,10 @@ def without_training_duplicates(ds: FERDataset, usage: str = TEST) -> np.ndarray
 
 
 def _open_text(path: Path):
+    """The file as text; ``utf-8-sig`` also reads files saved with a byte-order mark (Excel)."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def load_csv(path: str | os.PathLike, progress: bool = True) -> FERDataset:
@@ -219,10 +222,11 @@ def load_csv(path: str | os.PathLike, progress: bool = True) -> FERDataset:
 
     Raises :class:`DataFormatError` naming the file and line for a missing column, a wrong field
     count, a label outside 0-6, an unknown Usage, a pixel field that is not 2304 integers in
-    0-255, or an empty file.
+    0-255, an empty file, damaged (gzip) data, or a split without rows.
     """
     path = Path(path)
     pixels, labels, usage = [], [], []
+    line = 1
     try:
         with _open_text(path) as handle:
             reader = csv.reader(handle)
@@ -248,15 +252,26 @@ def load_csv(path: str | os.PathLike, progress: bool = True) -> FERDataset:
                 labels.append(_parse_label(row[col["emotion"]], path, line))
                 usage.append(_parse_usage(row[col["Usage"]], path, line))
                 pixels.append(_parse_pixels(row[col["pixels"]], path, line))
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as err:
         if isinstance(err, FileNotFoundError):
             raise
-        raise DataFormatError(f"{path}: cannot be read as a (gzipped) CSV file: {err}") from err
+        where = f", after line {line}" if line > 1 else ""
+        raise DataFormatError(f"{path}{where}: cannot be read as a (gzipped) CSV file "
+                              f"({type(err).__name__}: {err}); the file is damaged: copy it again") from None
     if not labels:
         raise DataFormatError(f"{path}: header found but no data rows")
-    return FERDataset(
-        np.stack(pixels), np.array(labels), np.array(usage), source=str(path),
-    )
+    ds = FERDataset(np.stack(pixels), np.array(labels), np.array(usage), source=str(path))
+    require_every_split(ds, "no row has Usage {usage}")
+    return ds
+
+
+def require_every_split(ds: FERDataset, what_is_missing: str) -> None:
+    """:class:`DataFormatError` naming ``ds.source`` when a split has no images;
+    ``what_is_missing`` says so in the layout's words (``{usage}`` is filled in)."""
+    for usage in USAGES:
+        if not (ds.usage == usage).any():
+            raise DataFormatError(f"{ds.source}: {what_is_missing.format(usage=usage)}; FER2013 needs images in "
+                                  f"all three splits ({', '.join(USAGES)})")
 
 
 def _parse_label(text: str, path: Path, line: int) -> int:
@@ -344,7 +359,10 @@ def load_image_folder(root: str | os.PathLike, seed: int = 0, progress: bool = T
         )
     else:
         usage = np.array(prefixes)
-    return FERDataset(np.stack(pixels), labels, usage, source=str(root), notes=notes)
+    ds = FERDataset(np.stack(pixels), labels, usage, source=str(root), notes=notes)
+    require_every_split(ds, "no {usage} images (Kaggle's layout: train/<class>/Training_*.jpg, "
+                            "test/<class>/PublicTest_*.jpg and PrivateTest_*.jpg)")
+    return ds
 
 
 def _canonical_usage(prefix: str) -> str:
@@ -430,13 +448,11 @@ def _source_key(path: Path, seed: int) -> str:
 def save_npz(ds: FERDataset, path: str | os.PathLike) -> Path:
     """Write a dataset to a compressed ``.npz`` atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp, pixels=ds.pixels, labels=ds.labels, usage=ds.usage, name=ds.name, source=ds.source,
-        synthetic=ds.synthetic, notes=np.array(ds.notes, dtype=str),
-    )
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(
+            tmp, pixels=ds.pixels, labels=ds.labels, usage=ds.usage, name=ds.name, source=ds.source,
+            synthetic=ds.synthetic, notes=np.array(ds.notes, dtype=str),
+        )
     return path
 
 

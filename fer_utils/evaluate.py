@@ -27,6 +27,7 @@ from sklearn.metrics import (
 
 from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
 from .data import FERDataset, without_training_duplicates
+from .files import write_text_atomic
 
 CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear in Training
 EVAL_SPLITS = (VAL, TEST, CLEAN_TEST)
@@ -90,29 +91,34 @@ def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) 
 def metrics_record(run: str, notebook: str, model: str, sampling: str, profile: str, params: dict,
                    dataset: dict, train: dict, metrics: dict, **extra) -> dict:
     """A metrics-file dict with the DESIGN.md keys, plus ``extra`` (weights, n_params, ...)."""
-    import keras  # only for its version; keras is imported by then anyway
-    import tensorflow as tf
+    import keras  # only for its version and backend; keras is imported by then anyway
 
     record = {
         "run": run, "notebook": notebook, "model": model, "sampling": sampling, "profile": profile,
         "params": params, "dataset": dataset, "train": train, "metrics": metrics,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                        "keras": keras.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"},
+        "environment": {"python": platform.python_version(), "keras": keras.__version__,
+                        keras.backend.backend(): _version(keras.backend.backend()),
+                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"},
     }
     record.update(extra)
     return record
 
 
+def _version(package: str) -> str:
+    """An installed package's version (``unknown`` when its metadata is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def write_metrics(record: dict, metrics_dir: str | os.PathLike) -> Path:
     """Write ``<metrics_dir>/<run>.json`` atomically (temp file, then rename)."""
-    folder = Path(metrics_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record['run']}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    path = Path(metrics_dir) / f"{record['run']}.json"
+    return write_text_atomic(path, json.dumps(record, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(value):
@@ -183,9 +189,7 @@ def write_summary(reports_dir: str | os.PathLike) -> pd.DataFrame:
     table = summary_table(read_metrics(reports_dir / "metrics"))
     reports_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("summary.csv", table.to_csv(index=False)), ("summary.md", _summary_markdown(table))):
-        tmp = reports_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, reports_dir / name)
+        write_text_atomic(reports_dir / name, text)
     return table
 
 

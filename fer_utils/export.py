@@ -24,9 +24,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .evaluate import model_path, trained_runs
+from .files import atomic_path, write_text_atomic
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
 
 ONNX_OPSET = 17  #: opset of exported graphs (ONNX Runtime >= 1.14 runs it)
@@ -53,10 +54,8 @@ def _save_onnx_atomic(onnx_model, path: Path) -> Path:
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.onnx")
-    onnx.save(onnx_model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        onnx.save(onnx_model, str(tmp))
     return path
 
 
@@ -152,10 +151,9 @@ def simplify_onnx(src: str | os.PathLike, dst: str | os.PathLike, method: str = 
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        tmp = dst.with_name(dst.stem + ".tmp.onnx")
-        options.optimized_model_filepath = str(tmp)
-        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-        os.replace(tmp, dst)
+        with atomic_path(dst, suffix=".onnx") as tmp:
+            options.optimized_model_filepath = str(tmp)
+            ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
     else:
         raise ValueError(f"method={method!r}: choose 'auto', 'onnxslim' or 'ort'")
     after = op_counts(dst)
@@ -219,9 +217,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration_fa
                             per_channel=per_channel)
         else:
             raise ValueError(f"mode={mode!r}: choose 'static' or 'dynamic'")
-        tmp = dst.with_name(dst.stem + ".tmp.onnx")
-        shutil.copyfile(out, tmp)
-        os.replace(tmp, dst)
+        with atomic_path(dst, suffix=".onnx") as tmp:
+            shutil.copyfile(out, tmp)
     return dst
 
 
@@ -242,7 +239,9 @@ class OnnxClassifier:
     ``(48, 48)`` face is accepted) and returns float32 probabilities ``(N, 7)``, so it plugs into
     ``evaluate.evaluate_splits``. ``threads`` sets ONNX Runtime's intra-op threads (None: its
     default, one per physical core). A missing, unreadable or non-FER model file raises
-    :class:`ModelFileError` naming the path.
+    :class:`ModelFileError` naming the path: the input must be float32 ``(N, 48, 48)`` (or
+    ``(N, 48, 48, 1)``), and on a probe batch the output must be ``(N, 7)`` probabilities (in
+    0-1, each row summing to 1), so raw scores (no softmax) are refused when the model is loaded.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
@@ -271,8 +270,33 @@ class OnnxClassifier:
             raise ModelFileError(
                 f"{self.path}: not a FER classifier (expects one input (N, 48, 48) and {NUM_CLASSES} "
                 f"outputs; this model has inputs {[i.shape for i in inputs]} and outputs {[o.shape for o in outputs]})")
+        if inputs[0].type != "tensor(float)":
+            raise ModelFileError(f"{self.path}: not a FER classifier: its input {inputs[0].name!r} is "
+                                 f"{inputs[0].type}; expected float32 faces (N, 48, 48) with values 0-255 "
+                                 "(export_onnx writes that)")
         self.input_name, self.rank = inputs[0].name, len(shape)
         self.threads = threads or int(options.intra_op_num_threads) or None
+        self._check_probabilities()
+
+    def _check_probabilities(self, tolerance: float = 0.05) -> None:
+        """Run two probe faces; :class:`ModelFileError` unless they give ``(2, 7)`` probabilities.
+        ``tolerance`` allows an int8 model's quantized softmax."""
+        probe = np.random.default_rng(0).integers(0, 256, (2, IMAGE_SIZE, IMAGE_SIZE)).astype(np.uint8)
+        try:
+            out = self.predict(probe)
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path}: cannot classify faces (N, 48, 48) ({reason})") from None
+        if out.shape != (len(probe), NUM_CLASSES):
+            raise ModelFileError(f"{self.path}: not a FER classifier: 2 probe faces gave an output of shape "
+                                 f"{out.shape}, expected (2, {NUM_CLASSES})")
+        sums = out.sum(axis=1)
+        if not np.isfinite(out).all() or out.min() < -tolerance / 10 or out.max() > 1 + tolerance / 10 \
+                or np.abs(sums - 1).max() > tolerance:
+            raise ModelFileError(
+                f"{self.path}: not a FER classifier: its outputs are not probabilities (a probe face's {NUM_CLASSES} "
+                f"values range {out.min():.4g} to {out.max():.4g} and sum to {sums[0]:.4g}, not 1); "
+                "export a model that ends in softmax (fer_utils.export.export_onnx)")
 
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities float32 ``(N, 7)`` for faces ``(N, 48, 48)`` with values 0-255."""
@@ -464,13 +488,9 @@ def release_model(onnx_path: str | os.PathLike, record: dict, info: dict, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.onnx"
-    tmp = target.with_name(target.stem + ".tmp.onnx")
-    shutil.copyfile(onnx_path, tmp)
-    os.replace(tmp, target)
-    card = out_dir / f"{name}.md"
-    tmp_card = card.with_name(card.name + ".tmp")
-    tmp_card.write_text(model_card(record, info, target.name))
-    os.replace(tmp_card, card)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        shutil.copyfile(onnx_path, tmp)
+    card = write_text_atomic(out_dir / f"{name}.md", model_card(record, info, target.name))
     return target, card
 
 

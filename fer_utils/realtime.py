@@ -17,6 +17,7 @@ what is wrong; a frame without a face is drawn with a "no face" label.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -29,12 +30,16 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import CLASS_NAMES, IMAGE_SIZE, quiet_native_stderr
 
 Box = tuple[int, int, int, int]  #: x, y, width, height in frame pixels
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = (".mp4", ".avi")  #: what :class:`VideoSink` writes (mp4v and MJPG)
+MAX_PIXELS = 50_000_000  #: largest image read, in pixels (checked from the header, before decoding)
+MIN_FACE_SIDE = 24  #: smallest image taken as a face, in pixels per side (FER2013 faces are 48)
+WHOLE_FACE_MAX_SIDE = 64  #: an image this small is taken as one face crop, without detection
 STAGES = ("read", "detect", "crop", "classify", "draw", "output")  #: timed per frame (ms)
 #: One BGR colour per class, in CLASS_NAMES order.
 CLASS_COLORS = ((40, 40, 220), (40, 140, 40), (160, 60, 160), (40, 200, 240), (200, 120, 40), (0, 140, 255),
@@ -389,6 +394,8 @@ class Recognizer:
     def __init__(self, classifier: Callable[[np.ndarray], np.ndarray], detector="haar", detect_every: int = 1,
                  tracker: str = "template", margin: float = 0.1, align: bool = True, bars: bool = True,
                  show_fps: bool = True):
+        if not 0 <= margin <= 1:
+            raise ValueError(f"margin={margin}: the border around a face is a share of its side, 0-1")
         self.classifier = classifier
         self.detector = make_detector(detector) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(self.detector, detect_every, tracker)
@@ -436,11 +443,13 @@ class Recognizer:
         """Faces in one still image (BGR or gray) as dicts (box, score, label, probabilities).
 
         ``whole=True`` treats the whole image as one face (e.g. a FER2013 48x48 image); None
-        does so for images at most 64 pixels on each side.
+        does so for images at most :data:`WHOLE_FACE_MAX_SIDE` pixels on each side. An image
+        under :data:`MIN_FACE_SIDE` pixels on a side raises :class:`SourceError`: too small to be a face.
         """
         image = _to_bgr(image)
+        check_face_size(image.shape[1], image.shape[0])
         if whole is None:
-            whole = max(image.shape[:2]) <= 64
+            whole = max(image.shape[:2]) <= WHOLE_FACE_MAX_SIDE
         if whole:
             h, w = image.shape[:2]
             faces = [Face((0, 0, w, h))]
@@ -465,9 +474,10 @@ class FrameSource:
     """
 
     def __init__(self, frames: Iterator[np.ndarray], name: str, fps: float = 15.0, length: int | None = None,
-                 release: Callable[[], None] | None = None):
+                 release: Callable[[], None] | None = None, live: bool = False):
         self._frames, self.name, self.fps, self.length, self._release = frames, name, fps, length, release
-        self.skipped: list[str] = []
+        self.live = live  #: a camera: no natural end, so stopping it by hand is how a run ends
+        self.skipped: list[str] = []  #: "path: reason" of each image that could not be read
 
     def __iter__(self):
         return self._frames
@@ -535,7 +545,7 @@ def open_camera(index: int) -> FrameSource:
             "allowed and not used by another program? Without a camera, give a video file or an image folder)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     return FrameSource(_capture_frames(capture, first), f"camera {index}", fps if fps > 1 else 30.0, None,
-                       capture.release)
+                       capture.release, live=True)
 
 
 def open_video(path: str | os.PathLike) -> FrameSource:
@@ -551,29 +561,81 @@ def open_video(path: str | os.PathLike) -> FrameSource:
     return FrameSource(_capture_frames(capture, first), str(path), fps if fps > 1 else 15.0, count, capture.release)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """A BGR image from disk; :class:`SourceError` naming the file if missing or unreadable."""
+def check_face_size(width: int, height: int, name: str = "the image") -> None:
+    """:class:`SourceError` when an image is too small to hold a face (under :data:`MIN_FACE_SIDE`
+    pixels on a side): such an image is never labelled."""
+    if min(width, height) < MIN_FACE_SIDE:
+        raise SourceError(f"{name}: the image is {width}x{height} pixels, too small to hold a face "
+                          f"(at least {MIN_FACE_SIDE}x{MIN_FACE_SIDE}; FER2013 faces are 48x48)")
+
+
+def decode_photo(data: bytes | str | os.PathLike, name: str | None = None,
+                 max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int], list[str]]:
+    """An image (encoded bytes, or a file path) as RGB uint8 ``(H, W, 3)``, its size as stored
+    ``(width, height)`` and notes; what the CLI and the app both read photos with.
+
+    Raises :class:`SourceError` naming ``name`` (default: the path) and the reason: empty, not an
+    image Pillow can read, over ``max_pixels`` (checked from the header, before decoding), under
+    :data:`MIN_FACE_SIDE` pixels on a side, damaged or truncated. The EXIF orientation is applied
+    (phone photos), any mode (gray, palette, RGBA, CMYK, 16-bit) becomes RGB (an animation gives
+    its first frame).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    is_bytes = isinstance(data, (bytes, bytearray))
+    name = name or ("image" if is_bytes else str(data))
+    if (len(data) if is_bytes else Path(data).stat().st_size) == 0:
+        raise SourceError(f"{name}: the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data) if is_bytes else data)
+    except UnidentifiedImageError:
+        raise SourceError(f"{name}: not an image (JPEG, PNG, WebP, BMP, TIFF or GIF) that Pillow can read") from None
+    except Exception as exc:  # noqa: BLE001  (Pillow's plugins raise many kinds)
+        raise SourceError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise SourceError(f"{name}: the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                              f"the limit is {max_pixels / 1e6:.0f} megapixels: shrink it first")
+        check_face_size(width, height, name)
+        try:
+            image = ImageOps.exif_transpose(image)  # loads the pixels too
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit gray: scale to 8 bits
+                values = np.asarray(image, dtype=np.float64)
+                span = max(float(values.max() - values.min()), 1e-9)
+                image = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8))
+            rgb = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        except Exception as exc:  # noqa: BLE001  (truncated or damaged files)
+            raise SourceError(f"{name}: a damaged or truncated image ({type(exc).__name__}: {exc})") from None
+    notes = []
+    if (rgb.shape[1], rgb.shape[0]) != (width, height):
+        notes.append(f"rotated as its EXIF orientation says ({width}x{height} -> {rgb.shape[1]}x{rgb.shape[0]})")
+    return rgb, (width, height), notes
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A BGR image from disk (see :func:`decode_photo`); :class:`SourceError` naming the file if
+    missing, a folder, unreadable, damaged, too large or too small."""
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path}: is a folder, not an image file (`run --source {path}` goes through a folder)")
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"{path}: not a readable image")
-    return image
+    rgb, _, _ = decode_photo(path, str(path), max_pixels)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
 def open_images(paths: list[Path], name: str) -> FrameSource:
-    """Image files as a source; unreadable ones are skipped and listed in ``source.skipped``."""
+    """Image files as a source (read with :func:`read_image`); unreadable ones are skipped and
+    listed in ``source.skipped`` (``"path: reason"``)."""
     source = FrameSource(iter(()), name, 5.0, len(paths))
 
     def frames():
         for path in paths:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                source.skipped.append(str(path))
-                print(f"skipped {path}: not a readable image", file=sys.stderr)
-                continue
-            yield image
+            try:
+                yield read_image(path)
+            except SourceError as exc:
+                source.skipped.append(str(exc))
 
     source._frames = frames()
     return source
@@ -620,12 +682,31 @@ def has_display() -> bool:
     return True
 
 
+def check_video_path(path: str | os.PathLike) -> Path:
+    """``path`` if a video can be written there, else :class:`SourceError` saying why: not
+    ``.mp4``/``.avi``, an existing folder, a folder on the way that is a file, or a folder
+    without write permission. Checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path}: is a folder; name the video file to write, e.g. {path / 'annotated.mp4'}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise SourceError(f"{path}: a video file name must end in {' or '.join(VIDEO_SUFFIXES)}")
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise SourceError(f"{path}: cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise SourceError(f"{path}: cannot be written: no permission to write in {existing}")
+    return path
+
+
 class VideoSink:
-    """Writes BGR frames to an mp4 (mp4v) or avi (MJPG) file, atomically (temp file, renamed on close)."""
+    """Writes BGR frames to an mp4 (mp4v) or avi (MJPG) file, atomically (temp file, renamed on
+    close; :meth:`abort` or a failed close removes it). The path is checked on creation
+    (:func:`check_video_path`)."""
 
     def __init__(self, path: str | os.PathLike, fps: float = 15.0):
-        self.path, self.fps = Path(path), float(fps)
-        self.tmp = self.path.with_name(self.path.stem + ".tmp" + (self.path.suffix or ".mp4"))
+        self.path, self.fps = check_video_path(path), float(fps)
+        self.tmp = self.path.with_name(self.path.stem + ".tmp" + self.path.suffix)
         self.writer, self.frames, self.size = None, 0, None
 
     def write(self, frame: np.ndarray) -> None:
@@ -648,7 +729,11 @@ class VideoSink:
             return None
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         return self.path
 
     def abort(self) -> None:
@@ -756,6 +841,7 @@ class RunResult:
     source: str
     stopped: str
     labels: list[list[str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  #: "path: reason" of images that could not be read
 
     @property
     def fps(self) -> float:
@@ -771,8 +857,9 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
     where a display exists; q or Esc stops); ``inline``: update an image in the notebook cell;
     ``keep``: keep up to that many annotated frames (every ``keep_every``-th) in memory;
     ``max_frames``: stop after that many frames (a camera otherwise runs until stopped;
-    Ctrl+C / interrupting the kernel stops cleanly). Raises :class:`SourceError` for a source
-    or sink that cannot be used.
+    Ctrl+C / interrupting the kernel stops cleanly, ``stopped == "interrupted"``: a camera's video
+    is kept, a file's or folder's partial video is not written). Raises :class:`SourceError` for a
+    source or sink that cannot be used, before any frame is processed for the sink.
     """
     recognizer.reset()
     stats, kept, labels = LatencyStats(), [], []
@@ -781,6 +868,8 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
     if show and not window:
         print("no display here: not opening a window (write a video with out=... instead)", file=sys.stderr)
     stopped = "end of source"
+    if out:
+        check_video_path(out)
     with open_source(source) as frames:
         sink = VideoSink(out, frames.fps) if out else None
         display = InlineDisplay() if inline else None
@@ -818,6 +907,8 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
                 stopped = f"max_frames ({max_frames})"
         except KeyboardInterrupt:
             stopped = "interrupted"
+            if sink is not None and not frames.live:
+                sink.abort()
         except BaseException:
             if sink is not None:
                 sink.abort()
@@ -828,7 +919,8 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
             if window:
                 cv2.destroyAllWindows()
         video = sink.close() if sink is not None else None
-    return RunResult(stats, stats.frames, frames_with_face, faces_total, kept, video, frames.name, stopped, labels)
+    return RunResult(stats, stats.frames, frames_with_face, faces_total, kept, video, frames.name, stopped, labels,
+                     list(frames.skipped))
 
 
 # ---------------------------------------------------------------------------------------------
