@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .data import find_dataset
+from .data import SYNTHETIC, find_dataset
 from .notebook import resolve_reports_dir
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FER_BATCH_RUN"] = "1"  # one Keras log line per epoch in executed notebooks
 
     data_path = find_dataset(args.data)
+    asked_for_synthetic = (args.data or os.environ.get(config.DATA_ENV_VAR)) == SYNTHETIC
+    if data_path is None and args.profile != "smoke" and not asked_for_synthetic:
+        print(f"no FER2013 copy found: every notebook runs on the synthetic stand-in with the smoke profile's "
+              f"sizes (minutes, not the {args.profile} profile's hours; --data synthetic keeps it)", flush=True)
+        args.profile = "smoke"
     reports_dir = resolve_reports_dir(args.reports_dir, args.profile, synthetic=data_path is None)
     extra = {name: _absolute_if_path(value) for name, value in (p.split("=", 1) for p in args.param)}
     notebooks = list_notebooks(args.notebooks)
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         out = run_notebook(nb, args.profile, str(data_path.resolve()) if data_path else None, reports_dir,
                            args.seed, args.force, extra)
         print(f"=== {nb.name}: done in {time.time() - t0:.0f} s -> {out}", flush=True)
+    if data_path is None:
+        print(f"\nThese results ({reports_dir}) come from the synthetic stand-in, not FER2013: for the real results, "
+              "run `make all FER2013=path/to/fer2013.csv.gz` (README, 'The data').", flush=True)
     return 0
 
 
