@@ -4,7 +4,8 @@
 #   make smoke                                     every notebook, smoke profile, into build/ (never reports/)
 #   make test                                      pytest, including a smoke run of every notebook
 #   make app                                       the browser app (Streamlit) on http://localhost:8501
-# Without FER2013= and without a copy in data/, notebooks run on a synthetic stand-in into build/.
+# Without FER2013= and without a copy in data/, notebooks run on a synthetic stand-in at the smoke
+# profile's sizes into build/ (minutes); FER2013=synthetic keeps PROFILE on the stand-in.
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -25,7 +26,7 @@ RUN        := $(PY) -m fer_utils.pipeline --profile $(PROFILE) --seed $(SEED) \
 .PHONY: all smoke test app install clean distclean help $(NUMBERS)
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
