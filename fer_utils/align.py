@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config
 from .config import CLASS_NAMES, IMAGE_SIZE, USAGES

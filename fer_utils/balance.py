@@ -49,7 +49,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.class_weight import compute_class_weight
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import CLASS_NAMES, NUM_CLASSES
 

@@ -120,14 +120,19 @@ def import_keras():
     """Import and return Keras, silencing TensorFlow's native start-up log lines.
 
     TensorFlow writes them straight to file descriptor 2 (no environment variable stops all of
-    them), where notebooks would show them above the results. Import errors still raise.
+    them), where notebooks would show them above the results. The accelerators are probed here
+    too, so the CUDA start-up error lines of a machine without a usable GPU (``failed call to
+    cuInit``), which TensorFlow writes on first use, are dropped with the rest. Import errors
+    still raise.
     """
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
-        import tensorflow  # noqa: F401  (the noisy part)
+        import tensorflow  # (the noisy part)
         import keras
+
+        tensorflow.config.list_physical_devices()  # initialises the platforms: cuInit and its error lines
     return keras
 
 

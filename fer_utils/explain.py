@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import CLASS_NAMES, import_keras
 from .evaluate import model_path, read_metrics, trained_runs

@@ -47,12 +47,24 @@ class NotebookRun:
         return self.reports_dir.parent / "models"
 
     def savefig(self, fig, name: str) -> Path:
-        """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic)."""
+        """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic),
+        show that PNG in the notebook and close the figure.
+
+        The PNG is shown whatever matplotlib's backend (``MPLBACKEND=Agg`` shows nothing by
+        itself), exactly once: the figure is closed, so an inline backend has nothing left to
+        draw at the end of the cell, and memory does not grow with every figure.
+        """
+        import matplotlib.pyplot as plt
+
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         path = self.figures_dir / f"{self.notebook}_{name}.png"
         tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        try:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+        show_image(path)
         return path
 
     def save_table(self, table, name: str) -> Path:
@@ -84,6 +96,23 @@ class NotebookRun:
         lines.append(f"seed       : {self.seed}")
         lines.append(f"reports    : {self.reports_dir}")
         return "\n".join(lines)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a notebook, papermill), where rich outputs are shown."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover (IPython comes with the notebook dependencies)
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def show_image(path: str | os.PathLike) -> None:
+    """Display an image file in the running notebook's cell output (nothing outside a kernel)."""
+    if in_notebook():
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
 
 
 def resolve_reports_dir(reports_dir: str | os.PathLike | None, profile: str, synthetic: bool) -> Path:

@@ -10,7 +10,9 @@ Executed copies go to ``<reports_dir>/notebooks/``; the reports folder is chosen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from . import config
 from .data import SYNTHETIC, find_dataset
 from .notebook import resolve_reports_dir
+from .progress import BATCH_RUN_ENV
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 
@@ -58,19 +61,83 @@ def list_notebooks(selection: list[str] | None = None, folder: Path = NOTEBOOKS_
     return chosen
 
 
+#: What the kernels papermill starts get in their environment, whatever the caller's: the inline
+#: matplotlib backend (an inherited ``MPLBACKEND=Agg`` would keep figures out of the executed
+#: copies), and the batch-run flag (one Keras log line per epoch, plain-text progress bars).
+KERNEL_ENV: dict[str, str] = {
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    BATCH_RUN_ENV: "1",
+}
+
+
+@contextlib.contextmanager
+def kernel_environment(overrides: dict[str, str] = KERNEL_ENV):
+    """Set ``overrides`` in ``os.environ`` (which kernels inherit) for the duration, then restore it."""
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+#: Native start-up lines that say nothing about the results: TensorFlow probing for a GPU on a
+#: machine without a usable one (``failed call to cuInit``), and what comes with them.
+STARTUP_NOISE = re.compile(
+    r"^(?:[EWI]\d{4} [^\n]*(?:cuInit|Unable to register cu(?:DNN|FFT|BLAS) factory|cuda_(?:dnn|fft|blas|platform))"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)[^\n]*(?:\n|$)",
+    re.MULTILINE,
+)
+_OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")  # text that a later carriage return on its line overwrote
+
+
+def tidy_outputs(nb):
+    """Make an executed notebook read like what a person saw (in place; returns ``nb``): each run
+    of stream outputs of one name becomes one output, text overwritten by a carriage return
+    (a plain-text progress bar's updates) is dropped, only the last state of each line stays, and
+    :data:`STARTUP_NOISE` lines go (an output left empty goes too)."""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code" or not cell.get("outputs"):
+            continue
+        merged = []
+        for output in cell.outputs:
+            last = merged[-1] if merged else None
+            if (output.get("output_type") == "stream" and last is not None
+                    and last.get("output_type") == "stream" and last.get("name") == output.get("name")):
+                last["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream":
+                output["text"] = STARTUP_NOISE.sub("", _OVERWRITTEN.sub("", output["text"]))
+        cell.outputs = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
+    return nb
+
+
 def run_notebook(notebook: Path, profile: str, data_path: str | None, reports_dir: Path,
                  seed: int = 42, force: bool = False, extra: dict | None = None) -> Path:
-    """Execute one notebook with papermill; returns the executed copy's path."""
+    """Execute one notebook with papermill (its kernel started with :data:`KERNEL_ENV`), tidy its
+    outputs (:func:`tidy_outputs`); returns the executed copy's path."""
+    import nbformat
     import papermill as pm
 
     output = reports_dir / "notebooks" / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     parameters = dict(profile=profile, data_path=data_path or "", reports_dir=str(reports_dir),
                       seed=seed, force=force, **(extra or {}))
-    pm.execute_notebook(
-        str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
-        kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=not sys.stderr.isatty(),
-    )
+    try:
+        with kernel_environment():
+            pm.execute_notebook(
+                str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
+                kernel_name="python3", progress_bar=sys.stderr.isatty(), log_output=not sys.stderr.isatty(),
+            )
+    finally:  # a failed run's copy too (papermill wrote it with the error)
+        if output.exists():
+            nbformat.write(tidy_outputs(nbformat.read(output, as_version=4)), output)
     return output
 
 
@@ -91,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra notebook parameter (repeatable), e.g. -p compare_data_path=...")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: no TensorFlow start-up chatter
-    os.environ["FER_BATCH_RUN"] = "1"  # one Keras log line per epoch in executed notebooks
 
     data_path = find_dataset(args.data)
     asked_for_synthetic = (args.data or os.environ.get(config.DATA_ENV_VAR)) == SYNTHETIC

@@ -6,12 +6,129 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use(matplotlib.get_backend())  # keep inline backends in notebooks; Agg elsewhere
+import re
+import textwrap
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import CLASS_NAMES, USAGES
+from .config import CLASS_NAMES, PROFILES, USAGES
+
+# ---------------------------------------------------------------------------------------------
+# Run ids in words (figure labels and legends are read by people)
+
+#: Short words for each training-set treatment (``sampling`` of a metrics record); ``none`` says nothing.
+SAMPLING_WORDS: dict[str, str] = {
+    "none": "", "ros": "random oversampling", "rus": "random undersampling", "hybrid": "hybrid resampling",
+    "smote": "SMOTE", "smote_tomek": "SMOTE-Tomek", "smote_enn": "SMOTE-ENN", "augment": "augmented copies",
+    "class_weights": "class weights", "aligned": "MTCNN-aligned faces", "mixed": "",
+}
+_WIDTH_WORDS = {1.0: "full width", 0.5: "half width", 0.25: "quarter width", 0.125: "eighth width"}
+_MODE_WORDS = {"frozen": "frozen backbone", "finetune": "fine-tuned"}
+_LOSS_WORDS = {"ce": "cross-entropy", "weighted_ce": "weighted cross-entropy", "focal": "focal loss"}
+
+
+def describe_sampling(sampling: str) -> str:
+    """A training-set treatment in words: ``smote_enn`` -> ``SMOTE-ENN``, ``ros+smote`` ->
+    ``random oversampling + SMOTE``, ``leaky_ros_before_split`` -> ``random oversampling before
+    the split (leaky)``; ``none`` -> ``""``."""
+    if sampling in SAMPLING_WORDS:
+        return SAMPLING_WORDS[sampling]
+    if "+" in sampling:
+        return " + ".join(filter(None, (describe_sampling(s) for s in sampling.split("+"))))
+    leaky = re.fullmatch(r"leaky_(\w+?)_before_split", sampling)
+    if leaky:
+        return f"{describe_sampling(leaky.group(1)) or leaky.group(1)} before the split (leaky)"
+    return sampling.replace("_", " ")
+
+
+def _split_samplings(name: str) -> list[str] | None:
+    """``ros_smote_smote_tomek`` -> ``["ros", "smote", "smote_tomek"]`` (known names only), else None."""
+    if not name:
+        return []
+    for known in sorted(SAMPLING_WORDS, key=len, reverse=True):
+        if name == known or name.startswith(known + "_"):
+            rest = _split_samplings(name[len(known) + 1:])
+            if rest is not None:
+                return [known, *rest]
+    return None
+
+
+def _describe_model(model: str, record: Mapping | None = None) -> str:
+    """A model name of this project in words (see :func:`describe_run`)."""
+    record = record or {}
+    vgg = re.fullmatch(r"vgg(?:_w([\d.]+)_fc(\d+))?(?:_(\w+))?", model)
+    if vgg:
+        width, _, recipe = vgg.groups()  # the dense size goes with the width (vgg.VGG_SIZES)
+        width = 1.0 if width is None else float(width)
+        words = ["VGG", _WIDTH_WORDS.get(width, f"width x{width:g}")]
+        return ", ".join(words + ([f"{recipe} recipe"] if recipe else []))
+    fc = re.fullmatch(r"fc_2304_([\d_]+)_7", model)
+    if fc:
+        return "fully connected, hidden " + fc.group(1).replace("_", "-")
+    if model == "champion_cnn":
+        return "champion CNN"
+    cnn = re.fullmatch(r"cnn_(\w+)", model)
+    if cnn:
+        return f"{cnn.group(1).replace('_', ' ')} CNN"
+    modes, losses = "|".join(_MODE_WORDS), "|".join(sorted(_LOSS_WORDS, key=len, reverse=True))
+    transfer = re.fullmatch(rf"(\w+?)_({modes})_({losses})", model)
+    if transfer or record.get("backbone"):
+        backbone, mode, loss = transfer.groups() if transfer else (record["backbone"], record.get("mode"), record.get("loss"))
+        try:
+            from .transfer import spec
+
+            backbone = spec(backbone).label
+        except (ImportError, ValueError):
+            pass
+        words = [backbone, _MODE_WORDS.get(mode, mode), _LOSS_WORDS.get(loss, loss)]
+        if record.get("weights") == "none":
+            words.append("random init")
+        return ", ".join(w for w in words if w)
+    return model.replace("_", " ")
+
+
+def describe_run(run: str | Mapping) -> str:
+    """A run in words for figure labels and legends, from its metrics record or its run id.
+
+    ``06_vgg_w0.25_fc512_tuned_smote_enn_cpu`` -> ``VGG, quarter width, tuned recipe, SMOTE-ENN``;
+    ``03_cnn_small_none_cpu`` -> ``small CNN``; ``05_resnet18_frozen_ce_none_cpu`` -> ``ResNet-18,
+    frozen backbone, cross-entropy`` (from a record also ``random init`` when it had no
+    pretrained weights); ``06_ensemble_ros_smote_smote_tomek_cpu`` -> ``ensemble: random oversampling + SMOTE +
+    SMOTE-Tomek``. The notebook number and the profile are left out (the figure's context says
+    them); an unknown name comes back with spaces for underscores.
+    """
+    record: Mapping = run if isinstance(run, Mapping) else {}
+    run_id = str(record.get("run", "") if record else run)
+    if record.get("model") and record.get("sampling") is not None:
+        model, sampling = str(record["model"]), str(record["sampling"])
+    else:
+        rest = re.sub(r"^\d\d_", "", run_id)
+        for profile in PROFILES:
+            if rest.endswith("_" + profile):
+                rest = rest[: -len(profile) - 1]
+                break
+        model, sampling = rest, "none"
+        if not rest.startswith("ensemble"):
+            suffixes = sorted([*SAMPLING_WORDS, "leaky_ros_before_split", "leaky_smote_before_split"], key=len,
+                              reverse=True)
+            for known in suffixes:
+                if rest.endswith("_" + known):
+                    model, sampling = rest[: -len(known) - 1], known
+                    break
+    if model == "ensemble" or model.startswith("ensemble_"):
+        name = re.sub(r"^\d\d_ensemble_|_(" + "|".join(PROFILES) + ")$", "", run_id) if run_id else ""
+        name = name or model.removeprefix("ensemble").strip("_")
+        members = sampling.split("+") if "+" in sampling else _split_samplings(name)
+        if members:
+            return "ensemble: " + " + ".join(describe_sampling(m) or "no balancing" for m in members)
+        return "ensemble, " + name.replace("_", " ") if name else "ensemble"
+    words = [_describe_model(model, record), describe_sampling(sampling)]
+    return ", ".join(w for w in words if w)
+
 
 
 def class_distribution(counts: pd.DataFrame, title: str = "Images per class and split"):
@@ -149,16 +266,27 @@ def learning_curves(histories: dict[str, dict], metric: str = "accuracy", title:
     return fig
 
 
-def method_comparison(table: pd.DataFrame, x: str, metrics: list[str], title: str = "", ylabel: str = "%"):
-    """Grouped bars of several metric columns (one group per row of ``table``, labelled by ``x``)."""
-    long = table.melt(id_vars=x, value_vars=metrics, var_name="metric", value_name="value")
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table)), 4))
-    sns.barplot(data=long, x=x, y="value", hue="metric", ax=ax)
+def method_comparison(table: pd.DataFrame, x: str, metrics: list[str], title: str = "", ylabel: str = "%",
+                      wrap: int = 42):
+    """Grouped horizontal bars of several metric columns, one group per row of ``table`` (the first
+    on top), labelled by its column ``x`` (long labels wrapped at ``wrap`` characters, so no tick
+    label overlaps another); ``ylabel`` names the value axis."""
+    labels = [textwrap.fill(str(v), wrap, break_on_hyphens=False) if "\n" not in str(v) else str(v) for v in table[x]]
+    shown = table.assign(**{x: labels})
+    long = shown.melt(id_vars=x, value_vars=metrics, var_name="metric", value_name="value")
+    lines = sum(max(1, label.count("\n") + 1) for label in labels)
+    height = max(2.5, 0.22 * len(table) * max(len(metrics), 1) + 0.12 * lines + 1.2)
+    fig, ax = plt.subplots(figsize=(9, height))
+    sns.barplot(data=long, y=x, x="value", hue="metric", orient="h", ax=ax)
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=1)
-    ax.set(title=title, xlabel="", ylabel=ylabel)
-    ax.tick_params(axis="x", rotation=20)
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=2)
+    ax.set(title=title, ylabel="", xlabel=ylabel)
+    ax.set_xlim(right=ax.get_xlim()[1] * 1.08)  # room for the value labels
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     sns.despine(fig)
+    fig.tight_layout()
     return fig
 
 
@@ -191,8 +319,8 @@ def balance_distributions(results: dict, title: str = "Training images per class
         ax.bar(x, result.counts_before, width=0.85, color="0.85", label="before")
         ax.bar(x, kept, width=0.5, color="tab:blue", label="after: original or copied")
         ax.bar(x, new, width=0.5, bottom=kept, color="tab:orange", label="after: new (interpolated / augmented)")
-        ax.set_title(f"{method}: {int(result.counts_before.sum()):,} → {int(result.counts_after.sum()):,}",
-                     fontsize=10)
+        ax.set_title(f"{describe_sampling(method) or 'no balancing'}: {int(result.counts_before.sum()):,} → "
+                     f"{int(result.counts_after.sum()):,}", fontsize=9)
         ax.set_xticks(x, CLASS_NAMES, rotation=45, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -263,7 +391,7 @@ def balance_costs(table: pd.DataFrame, title: str = "What each balancing method 
     for ax, column, label, color in ((axes[0], "seconds", "wall time (s)", "tab:blue"),
                                      (axes[1], "peak_memory_mb", "peak extra memory (MiB)", "tab:purple")):
         values = table[column][::-1]
-        bars = ax.barh(values.index, values.to_numpy(), color=color)
+        bars = ax.barh([describe_sampling(m) or "no balancing" for m in values.index], values.to_numpy(), color=color)
         ax.bar_label(bars, labels=[f"{v:,.1f}" if v < 10 else f"{v:,.0f}" for v in values], fontsize=8, padding=2)
         ax.set_xlabel(label)
         ax.set_xlim(0, max(values.max(), 1e-9) * 1.18)
@@ -519,4 +647,21 @@ def leakage_audit(table: pd.DataFrame, title: str = "Test images that are not in
     ax.set_title(title)
     sns.despine(fig)
     fig.tight_layout()
+    return fig
+
+
+def tradeoff_curve(frontier: pd.DataFrame, chosen: float, x: str = "accuracy", y: str = "balanced accuracy",
+                   title: str = "Accuracy against balanced accuracy (PublicTest)"):
+    """One point per setting (the index, e.g. the prior-correction tau) of ``frontier``, joined in
+    order, with the ``chosen`` setting circled."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(frontier[x], frontier[y], "o-", color="C0", markersize=4)
+    for setting, row in frontier.iterrows():
+        ax.annotate(f"{setting:g}", (row[x], row[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.plot(frontier.loc[chosen, x], frontier.loc[chosen, y], "o", markersize=13, markerfacecolor="none",
+            markeredgecolor="C3", label=f"chosen: {frontier.index.name} = {chosen:g}")
+    ax.set(title=title, xlabel=f"{x} (%)", ylabel=f"{y} (%)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    sns.despine(fig)
     return fig

@@ -1,7 +1,9 @@
 """Every notebook: committed clean (no outputs, a tagged parameters cell) and runs end to end
 under papermill with the smoke profile on the synthetic stand-in."""
 
+import base64
 import json
+import os
 
 import nbformat
 import pytest
@@ -81,3 +83,50 @@ def test_the_export_and_demo_notebooks_run_after_the_champion(tmp_path):
         (tmp_path / f"{name}.ipynb").write_text("{}")
     order = [p.name[:2] for p in pipeline.list_notebooks(folder=tmp_path)]
     assert order == ["01", "11", "12", "09", "10"]
+
+
+@pytest.mark.notebooks
+def test_executed_notebook_shows_each_saved_figure_once(tmp_path, monkeypatch):
+    """With ``MPLBACKEND=Agg`` in the environment (as .ci/run and conftest set it), the executed
+    copy still shows every figure the notebook saved, once each, and keeps no progress widget
+    frozen at 0% nor half-drawn progress bars."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = next(p for p in NOTEBOOKS if p.name.startswith("02_"))  # figures and progress bars
+    out = pipeline.run_notebook(path, "smoke", "synthetic", tmp_path, seed=0)
+    outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    shown = sorted(base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {}))
+    saved = sorted(p.read_bytes() for p in (tmp_path / "figures").glob(f"{path.stem}_*.png"))
+    assert len(saved) > 0
+    assert len(shown) == len(saved), "one image output per saved figure"
+    assert shown == saved, "the images shown are the PNG files saved"
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    streams = [o["text"] for o in outputs if o["output_type"] == "stream"]
+    assert any("100%" in text for text in streams), "the progress bars are plain text, in their last state"
+    assert not any("\r" in text.replace("\r\n", "\n") or "cuInit" in text for text in streams)
+    assert os.environ["MPLBACKEND"] == "Agg", "the caller's environment is restored"
+
+
+def test_tidy_outputs_merges_streams_and_drops_overwritten_text_and_cuda_noise():
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="E0000 00:00:17.3 1 cuda_platform.cc:52] failed call to "
+                                                             "cuInit: INTERNAL: CUDA error\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rbar:   0%|    | 0/2"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rbar:  50%|#   | 1/2"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rbar: 100%|####| 2/2\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="result\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="E0000 00:00:17.4 1 cuda_platform.cc:52] cuInit\n"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    pipeline.tidy_outputs(nb)
+    assert [(o.name, o.text) for o in nb.cells[0].outputs] == [("stderr", "bar: 100%|####| 2/2\n"),
+                                                                ("stdout", "result\n")]
+
+
+def test_kernel_environment_sets_the_inline_backend_and_restores(monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv(pipeline.BATCH_RUN_ENV, raising=False)
+    with pipeline.kernel_environment():
+        assert os.environ["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"
+        assert os.environ[pipeline.BATCH_RUN_ENV] == "1"
+    assert os.environ["MPLBACKEND"] == "Agg" and pipeline.BATCH_RUN_ENV not in os.environ
