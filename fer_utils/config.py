@@ -117,7 +117,8 @@ def set_seed(seed: int) -> None:
 
 
 def import_keras():
-    """Import and return Keras, silencing TensorFlow's native start-up log lines.
+    """Import and return Keras (on the backend ``$KERAS_BACKEND`` names, TensorFlow by default),
+    silencing TensorFlow's native start-up log lines.
 
     TensorFlow writes them straight to file descriptor 2 (no environment variable stops all of
     them), where notebooks would show them above the results. The accelerators are probed here
@@ -129,10 +130,15 @@ def import_keras():
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
+        if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+            import keras  # other backends never import TensorFlow
+
+            return keras
         import tensorflow  # (the noisy part)
         import keras
 
         tensorflow.config.list_physical_devices()  # initialises the platforms: cuInit and its error lines
+        tensorflow.get_logger().setLevel("ERROR")  # e.g. retracing notes when many models predict in turn
     return keras
 
 

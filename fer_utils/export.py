@@ -62,6 +62,8 @@ def _save_onnx_atomic(onnx_model, path: Path) -> Path:
 def load_keras_model(path: str | os.PathLike):
     """A saved ``.keras`` model; :class:`ModelFileError` naming the path if missing or unreadable."""
     keras = import_keras()
+    from . import models  # noqa: F401  (registers the project's custom layers for loading)
+
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such Keras model file")
@@ -468,13 +470,15 @@ def machine_description() -> str:
 def select_models(records: list[dict], n_others: int = 2, fingerprint: str | None = None) -> list[dict]:
     """Metrics records worth exporting: the champion first, then up to ``n_others`` more.
 
-    The champion is the best (PublicTest accuracy) run whose model name starts with
-    ``champion``; without one, the best run by PublicTest accuracy. Only runs whose Keras file
+    The champion is the run marked ``release`` (notebook 12's choice), else the best (PublicTest
+    accuracy) run whose model name starts with ``champion``; without one, the best run by
+    PublicTest accuracy. Only runs whose Keras file
     exists and, if ``fingerprint`` is given, trained on that dataset count (``trained_runs``);
     PrivateTest plays no part in the choice.
     """
     usable = trained_runs(records, fingerprint)
-    champions = [r for r in usable if str(r.get("model", "")).startswith("champion")]
+    champions = sorted((r for r in usable if str(r.get("model", "")).startswith("champion")),
+                       key=lambda r: not r.get("release"))  # stable: PublicTest order otherwise
     first = champions[0] if champions else (usable[0] if usable else None)
     if first is None:
         return []

@@ -15,10 +15,11 @@ keras = import_keras()
 layers = keras.layers
 
 
-def _face_input(name: str = "face") -> tuple:
-    """The shared input: (48, 48) pixels 0-255 -> (48, 48, 1) in 0-1."""
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE), name=name)
-    x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
+def _face_input(image_size: int = IMAGE_SIZE, name: str = "face") -> tuple:
+    """The shared input: (size, size) pixels 0-255 -> (size, size, 1) in 0-1 (``image_size`` is
+    smaller than 48 for networks trained on crops, see ``TrainConfig.crop``)."""
+    inputs = keras.Input((image_size, image_size), name=name)
+    x = layers.Reshape((image_size, image_size, 1))(inputs)
     x = layers.Rescaling(1 / 255.0)(x)
     return inputs, x
 
@@ -26,13 +27,14 @@ def _face_input(name: str = "face") -> tuple:
 def _classifier(x, dropout: float = 0.0):
     if dropout:
         x = layers.Dropout(dropout)(x)
-    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    # float32 even under a mixed-precision policy: the softmax and the loss need its range
+    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities", dtype="float32")(x)
 
 
 def fully_connected(hidden: tuple[int, ...] = (256, 512), dropout: float = 0.0,
-                    name: str | None = None) -> keras.Model:
+                    name: str | None = None, image_size: int = IMAGE_SIZE) -> keras.Model:
     """Write-up 004's fully connected nets: 2304 pixels -> ``hidden`` ReLU layers -> 7."""
-    inputs, x = _face_input()
+    inputs, x = _face_input(image_size)
     x = layers.Flatten()(x)
     for units in hidden:
         x = layers.Dense(units, activation="relu")(x)
@@ -54,10 +56,10 @@ def _conv_block(x, filters: int, convs: int = 2, dropout: float = 0.0):
     return x
 
 
-def cnn_small() -> keras.Model:
+def cnn_small(image_size: int = IMAGE_SIZE) -> keras.Model:
     """Write-up 004's small CNN class (~0.14M parameters): 32-64-128 filter conv blocks (one conv at
     full resolution, where convolutions cost most), global average pooling, a 64-unit layer."""
-    inputs, x = _face_input()
+    inputs, x = _face_input(image_size)
     for filters in (32, 64, 128):
         x = _conv_block(x, filters, convs=2 if filters == 64 else 1, dropout=0.1)
     x = layers.GlobalAveragePooling2D()(x)
@@ -65,9 +67,9 @@ def cnn_small() -> keras.Model:
     return keras.Model(inputs, _classifier(x, dropout=0.3), name="cnn_small")
 
 
-def cnn_medium() -> keras.Model:
+def cnn_medium(image_size: int = IMAGE_SIZE) -> keras.Model:
     """Write-up 004's medium CNN class (~0.95M parameters): four conv blocks, a dense layer."""
-    inputs, x = _face_input()
+    inputs, x = _face_input(image_size)
     for filters, convs in ((32, 2), (64, 2), (128, 2), (256, 1)):
         x = _conv_block(x, filters, convs=convs, dropout=0.2)
     x = layers.Flatten()(x)
@@ -76,7 +78,7 @@ def cnn_medium() -> keras.Model:
 
 
 def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2), (96, 2), (192, 2)),
-                 head_units: int = 256, dropout: float = 0.3) -> keras.Model:
+                 head_units: int = 256, dropout: float = 0.3, image_size: int = IMAGE_SIZE) -> keras.Model:
     """The project's champion (~0.71M parameters, ~56M multiply-adds per face): one cheap 3x3 conv at
     full resolution, then ``stages`` of (filters, convs) conv-BN-ReLU blocks at 24, 12 and 6 pixels,
     each followed by a 2x2 max-pool; global average pooling, dropout, a ``head_units`` ReLU layer.
@@ -85,7 +87,7 @@ def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2),
     85 minutes) and ONNX Runtime runs it in under 1 ms per face. Plain convolutions, not depthwise
     ones: on that CPU they give more accuracy per second of training.
     """
-    inputs, x = _face_input()
+    inputs, x = _face_input(image_size)
     x = _conv_block(x, stem, convs=1)
     for filters, convs in stages:
         x = _conv_block(x, filters, convs=convs)
@@ -95,22 +97,50 @@ def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2),
     return keras.Model(inputs, _classifier(x, dropout=dropout), name="champion_cnn")
 
 
+@keras.saving.register_keras_serializable(package="fer_utils")
+class HorizontalFlip(layers.Layer):
+    """Mirrors ``(B, H, W, C)`` images left to right (a deterministic test-time view)."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="fer_utils")
+class PriorCorrection(layers.Layer):
+    """Post-hoc logit adjustment of probabilities: ``p_c * w_c`` renormalised, with
+    ``w_c = prior_c ** -tau`` (Menon et al. 2021), which trades some accuracy on the frequent
+    classes for recall on the rare ones. ``class_weights``: the seven ``w_c``."""
+
+    def __init__(self, class_weights, **kwargs):
+        super().__init__(**kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+
+    def call(self, probabilities):
+        scaled = probabilities * keras.ops.convert_to_tensor(self.class_weights, dtype=probabilities.dtype)
+        return scaled / keras.ops.sum(scaled, axis=-1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
+
+
 #: Builders by name; each returns a new, uncompiled model.
-BUILDERS: dict[str, Callable[[], keras.Model]] = {
-    "fc_2304_256_512_7": lambda: fully_connected((256, 512)),
-    "fc_2304_512_256_7": lambda: fully_connected((512, 256)),
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "fc_2304_256_512_7": lambda **kw: fully_connected((256, 512), **kw),
+    "fc_2304_512_256_7": lambda **kw: fully_connected((512, 256), **kw),
     "cnn_small": cnn_small,
     "cnn_medium": cnn_medium,
     "champion_cnn": champion_cnn,
 }
 
 
-def build(name: str) -> keras.Model:
-    """A fresh model by name (one of ``BUILDERS``)."""
+def build(name: str, **kwargs) -> keras.Model:
+    """A fresh model by name (one of ``BUILDERS``); ``kwargs`` go to its builder (e.g.
+    ``image_size=40`` for a network trained on 40-pixel crops)."""
     try:
-        return BUILDERS[name]()
+        builder = BUILDERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}") from None
+    return builder(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +157,7 @@ def vgg_name(width: float = 1.0, fc_units: int = 4096) -> str:
 
 
 def vgg(width: float = 1.0, fc_units: int = 4096, dropout: float = 0.2, block_order: str = "conv_relu_bn",
-        name: str | None = None) -> keras.Model:
+        name: str | None = None, image_size: int = IMAGE_SIZE) -> keras.Model:
     """The VGGNet of Khaireddin & Chen (2021): four stages of two 3x3 convolution blocks and a 2x2
     max-pool (64, 128, 256, 512 filters x ``width``), then two ``fc_units`` ReLU layers with dropout
     and the 7-way softmax (48 -> 24 -> 12 -> 6 -> 3 pixels, so the first dense layer sees
@@ -138,13 +168,14 @@ def vgg(width: float = 1.0, fc_units: int = 4096, dropout: float = 0.2, block_or
     PyTorch code. Convolutions keep their bias, as in that code. ``width`` scales every stage's
     filters (at least 1 each); 1.0 and 4096 units are the paper's network (about 40M parameters on
     48x48 input: the authors train on 40x40 crops, which leaves 2x2 instead of 3x3 after the
-    last pool). Dropout 0.2 is the released code's default. Input: faces ``(N, 48, 48)`` 0-255.
+    last pool; ``image_size=40`` with ``TrainConfig.crop=40``). Dropout 0.2 is the released code's
+    default. Input: faces ``(N, image_size, image_size)`` 0-255.
     """
     if block_order not in VGG_BLOCK_ORDERS:
         raise ValueError(f"block_order={block_order!r}: choose one of {VGG_BLOCK_ORDERS}")
     if width <= 0 or fc_units < 1:
         raise ValueError(f"width ({width}) and fc_units ({fc_units}) must be positive")
-    inputs, x = _face_input()
+    inputs, x = _face_input(image_size)
     for stage, base in enumerate(VGG_FILTERS, start=1):
         filters = max(1, int(round(base * width)))
         for block in "ab":

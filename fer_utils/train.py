@@ -1,11 +1,17 @@
-"""Training: one ``fit`` used by every notebook, and ``train_and_evaluate`` that skips runs
-whose results already exist.
+"""Training: one ``fit`` used by every notebook, on any Keras 3 backend, and ``train_and_evaluate``
+that skips runs whose results already exist.
 
-``fit`` selects the model on PublicTest (early stopping and best-checkpoint on its accuracy),
-supports constant, cosine and plateau learning-rate schedules, Keras augmentation layers, label
-smoothing, class weights and a time budget, and resumes an interrupted run from its last
-completed epoch (``keras.callbacks.BackupAndRestore``). Given a ``tf.distribute`` strategy it
-builds and trains the model under it (several GPUs, a TPU) with no other change.
+``fit`` feeds numpy faces through a ``keras.utils.PyDataset`` (no tf.data, so it runs under
+TensorFlow, JAX or PyTorch), with augmentation and random crops as Keras layers inside the compiled
+training step. It selects the model on PublicTest (early stopping and best checkpoint on its
+accuracy), supports constant, cosine and plateau learning-rate schedules, label smoothing, class
+weights, mixed bfloat16, weight averaging (EMA) and a time budget, and resumes an interrupted run
+from its last completed epoch (``keras.callbacks.BackupAndRestore``). Given a ``tf.distribute``
+strategy (TensorFlow only) it builds and trains the model under it with no other change.
+
+The model ``fit`` returns is the inference model: float32, taking raw 48x48 faces, with the
+config's centre crop and test-time augmentation inside its graph, so an exported model needs no
+preprocessing code and computes exactly what was evaluated.
 """
 
 from __future__ import annotations
@@ -13,23 +19,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from .config import NUM_CLASSES, TEST, TRAIN, VAL, import_keras
+from .config import IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record, write_metrics
+from .models import HorizontalFlip
 
 keras = import_keras()
-import tensorflow as tf  # noqa: E402  (after the quiet import above)
+layers = keras.layers
 
 #: Set by the pipeline for notebooks run by papermill: one log line per epoch, no progress bar.
 BATCH_RUN_ENV = "FER_BATCH_RUN"
+
+#: Test-time augmentation kinds: the views of each face whose probabilities are averaged.
+TTA_KINDS = ("none", "flip", "ten_crop")
 
 
 @dataclass
@@ -43,6 +55,15 @@ class TrainConfig:
     ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (Nesterov momentum 0.9). ``epoch_size``:
     images drawn per epoch (None: one pass over the training set), so runs on training sets of
     different sizes (e.g. after oversampling) cost the same per epoch.
+
+    Opt-in speed and accuracy settings (left out of ``params`` at their defaults, so runs that do
+    not use them keep their identity): ``crop``: train on random ``crop``-pixel crops of the 48 px
+    face (a random shift, then a centre crop) and test on the centre crop; ``precision``:
+    ``float32``, ``mixed_bfloat16`` or ``auto`` (bfloat16 where the CPU or GPU computes it
+    natively, see ``resolve_precision``); ``ema_momentum``: keep an exponential moving average of
+    the weights and select, save and evaluate it; ``tta``: test-time augmentation inside the
+    returned model, one of ``TTA_KINDS`` (``ten_crop``: four corner crops and the centre crop,
+    each also mirrored; needs ``crop``).
     """
 
     epochs: int = 30
@@ -58,15 +79,37 @@ class TrainConfig:
     time_budget_s: float | None = None
     epoch_size: int | None = None
     seed: int = 42
+    crop: int | None = None
+    precision: str = "float32"
+    ema_momentum: float | None = None
+    tta: str = "none"
+
+    #: The opt-in fields and their defaults (omitted from ``params`` while at the default).
+    OPT_IN = {"crop": None, "precision": "float32", "ema_momentum": None, "tta": "none"}
+
+    def __post_init__(self):
+        if self.crop is not None and not 8 <= self.crop <= IMAGE_SIZE:
+            raise ValueError(f"crop={self.crop}: choose a crop size between 8 and {IMAGE_SIZE} pixels, or None")
+        if self.tta not in TTA_KINDS:
+            raise ValueError(f"tta={self.tta!r}: choose one of {TTA_KINDS}")
+        if self.tta == "ten_crop" and not self.crop:
+            raise ValueError("tta='ten_crop' needs crop (the corner crops are crop-sized)")
+        if self.precision not in ("float32", "mixed_bfloat16", "auto"):
+            raise ValueError(f"precision={self.precision!r}: choose 'float32', 'mixed_bfloat16' or 'auto'")
 
     def params(self) -> dict:
         """The settings as JSON-normal data (what a metrics file stores and compares)."""
-        return json.loads(json.dumps(asdict(self)))
+        values = {k: v for k, v in asdict(self).items() if k not in self.OPT_IN or v != self.OPT_IN[k]}
+        return json.loads(json.dumps(values))
+
+    def with_batch_size(self, batch_size: int) -> "TrainConfig":
+        """The same recipe at another batch size, the learning rate scaled linearly with it."""
+        return replace(self, batch_size=batch_size, learning_rate=self.learning_rate * batch_size / self.batch_size)
 
 
 @dataclass
 class FitResult:
-    """A trained model (best PublicTest epoch) and how training went."""
+    """A trained model (best PublicTest epoch, as the inference model) and how training went."""
 
     model: keras.Model
     history: dict[str, list[float]]
@@ -74,54 +117,192 @@ class FitResult:
     seconds: float
     stopped: str
     resumed_from_epoch: int = 0
+    precision: str = "float32"
     extra: dict = field(default_factory=dict)
 
     def summary(self, n_train: int, images_per_epoch: int | None = None) -> dict:
         """The metrics file's ``train`` entry: epochs, seconds, why it stopped, training-set size,
-        throughput (``images_per_epoch`` defaults to ``n_train``) and the epoch it resumed from."""
+        throughput (``images_per_epoch`` defaults to ``n_train``), the epoch it resumed from, and
+        where it ran (backend, device, precision)."""
         seen = self.epochs * (images_per_epoch or n_train)
         return {"epochs": self.epochs, "seconds": round(self.seconds, 1), "stopped": self.stopped,
                 "n_train": int(n_train), "images_per_second": round(seen / max(self.seconds, 1e-9), 1),
-                "resumed_from_epoch": self.resumed_from_epoch}
+                "resumed_from_epoch": self.resumed_from_epoch, **machine_description(), "precision": self.precision}
 
 
-def make_augmenter(kind: str | None, seed: int = 0) -> keras.Sequential | None:
-    """Keras augmentation layers for (B, 48, 48, 1) batches scaled to 0-1, training data only."""
-    if kind is None or kind == "none":
+# ---------------------------------------------------------------------------------------------
+# Where training runs: backend, device, precision
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def accelerator() -> str | None:
+    """The first GPU or TPU the Keras backend sees, in words, or None on a CPU-only machine."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        devices = [d for d in jax.devices() if d.platform != "cpu"]
+        return f"{devices[0].platform} {devices[0].device_kind}" if devices else None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"gpu {gpus[0].name}" if gpus else None
+    if backend == "torch":
+        import torch
+
+        return f"gpu {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else None
+    return None
+
+
+def machine_description() -> dict:
+    """Backend, device and CPU model, for a metrics file's ``train`` entry."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"backend": keras.backend.backend(), "device": accelerator() or f"cpu ({os.cpu_count()} cores)",
+            "cpu": cpu}
+
+
+def resolve_precision(setting: str) -> str:
+    """``float32`` or ``mixed_bfloat16`` for a config's ``precision``. ``auto`` picks bfloat16 on
+    a GPU/TPU and on CPUs with native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``),
+    float32 elsewhere (emulated bfloat16 is slower than float32)."""
+    if setting != "auto":
+        return setting
+    native = accelerator() is not None or bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return "mixed_bfloat16" if native else "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build layers under the Keras dtype policy ``name``, restoring the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline and the models around a network
+
+
+class FaceBatches(keras.utils.PyDataset):
+    """Shuffled batches of ``(faces float32 (B, 48, 48), one-hot labels[, sample weights])``.
+
+    Each epoch draws ``epoch_size`` images (default: one pass over ``x``) from a stream of seeded
+    permutations, so an epoch of an oversampled set costs the same as one of the original set.
+    Backend-neutral: Keras feeds it to TensorFlow, JAX or PyTorch alike.
+    """
+
+    def __init__(self, x, y, batch_size: int, epoch_size: int | None = None, sample_weight=None,
+                 shuffle: bool = True, seed: int = 0):
+        super().__init__()
+        self.x, self.y_onehot = x, np.eye(NUM_CLASSES, dtype=np.float32)[y]
+        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
+        self.batch_size, self.epoch_size = batch_size, epoch_size or len(x)
+        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
+        self._stream = np.empty(0, dtype=np.int64)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return int(np.ceil(self.epoch_size / self.batch_size))
+
+    def on_epoch_end(self):
+        """Draw the next epoch's indices (continuing the permutation stream)."""
+        while len(self._stream) < self.epoch_size:
+            order = self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
+            self._stream = np.concatenate([self._stream, order])
+        self.indices, self._stream = self._stream[:self.epoch_size], self._stream[self.epoch_size:]
+
+    def __getitem__(self, step: int):
+        rows = np.sort(self.indices[step * self.batch_size:(step + 1) * self.batch_size])
+        batch = (self.x[rows].astype(np.float32), self.y_onehot[rows])
+        return batch if self.sample_weight is None else (*batch, self.sample_weight[rows])
+
+
+def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0) -> keras.Sequential | None:
+    """Keras augmentation layers for ``(B, 48, 48, 1)`` faces on the 0-255 scale, active in
+    training only. With ``crop``, the shift is the crop's (up to ``(48 - crop) / 2`` pixels each
+    way), so the centre crop that follows is a random crop."""
+    if kind in (None, "none") and not crop:
         return None
+    shift = (IMAGE_SIZE - crop) / 2 / IMAGE_SIZE if crop else 0.1
+    shift_layer = layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed)
+    if kind in (None, "none"):
+        return keras.Sequential([shift_layer], name="augment_crop")
     if kind == "flip":
-        return keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed)], name="augment_flip")
+        return keras.Sequential([layers.RandomFlip("horizontal", seed=seed), *([shift_layer] if crop else [])],
+                                name="augment_flip")
     if kind == "standard":
         return keras.Sequential([
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-            keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
-            keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
-            keras.layers.GaussianNoise(0.02, seed=seed),  # on the 0-1 scale: about 5 grey levels
+            layers.RandomFlip("horizontal", seed=seed),
+            shift_layer,
+            layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
+            layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
+            layers.Rescaling(1 / 255),
+            layers.GaussianNoise(0.02, seed=seed),  # on the 0-1 scale: about 5 grey levels
+            layers.Rescaling(255),
         ], name="augment_standard")
     raise ValueError(f"augment={kind!r}: choose None, 'flip' or 'standard'")
 
 
-def make_dataset(x, y, batch_size, shuffle=False, augmenter=None, class_weight=None, seed=0):
-    """tf.data pipeline of (faces float32 (B,48,48), one-hot labels[, sample weights])."""
-    y_onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
-    tensors = (x, y_onehot)
-    if class_weight:
-        weights = np.array([class_weight.get(c, class_weight.get(str(c), 1.0)) for c in range(NUM_CLASSES)])
-        tensors += (weights[y].astype(np.float32),)
-    data = tf.data.Dataset.from_tensor_slices(tensors)
-    if shuffle:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
+def _views(x, crop: int | None, tta: str) -> list:
+    """The test-time views of ``(B, 48, 48, 1)`` faces: the centre crop (or the whole face), plus
+    its mirror for ``flip``, plus the four corner crops and all mirrors for ``ten_crop``."""
+    margin = IMAGE_SIZE - crop if crop else 0
+    lo, hi = margin // 2, margin - margin // 2
+    views = [layers.Cropping2D(((lo, hi), (lo, hi)), name="centre_crop")(x) if margin else x]
+    if tta == "ten_crop":
+        corners = {"top_left": ((0, margin), (0, margin)), "top_right": ((0, margin), (margin, 0)),
+                   "bottom_left": ((margin, 0), (0, margin)), "bottom_right": ((margin, 0), (margin, 0))}
+        views += [layers.Cropping2D(box, name=f"crop_{name}")(x) for name, box in corners.items()]
+    if tta in ("flip", "ten_crop"):
+        views += [HorizontalFlip(name=f"mirror_{i}")(v) for i, v in enumerate(list(views))]
+    return views
 
-    def prepare(images, *rest):
-        images = tf.cast(images, tf.float32)
-        if augmenter is not None:
-            augmented = augmenter(images[..., None] / 255.0, training=True)[..., 0]
-            images = tf.clip_by_value(augmented, 0.0, 1.0) * 255.0
-        return (images, *rest)
 
-    return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+def _face_batch_input():
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE), name="face")
+    return inputs, layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
+
+
+def training_model(net: keras.Model, augment: str | None, crop: int | None, seed: int = 0) -> keras.Model:
+    """``net`` behind the training-time augmentation and crop (all Keras layers, so they run
+    inside the compiled step on any backend); ``net`` itself when there is neither."""
+    augmenter = make_augmenter(augment, crop, seed)
+    if augmenter is None:
+        return net
+    inputs, x = _face_batch_input()
+    x = augmenter(x)
+    size = crop or IMAGE_SIZE
+    x = _views(x, crop, "none")[0]
+    outputs = net(layers.Reshape((size, size))(x))
+    return keras.Model(inputs, outputs, name=f"{net.name}_training")
+
+
+def inference_model(net: keras.Model, crop: int | None = None, tta: str = "none") -> keras.Model:
+    """Raw ``(B, 48, 48)`` faces -> probabilities: ``net`` on the centre crop, averaged over the
+    ``tta`` views. ``net`` itself when there is no crop and no TTA."""
+    if not crop and tta == "none":
+        return net
+    inputs, x = _face_batch_input()
+    size = crop or IMAGE_SIZE
+    probabilities = [net(layers.Reshape((size, size))(view)) for view in _views(x, crop, tta)]
+    outputs = probabilities[0] if len(probabilities) == 1 else layers.Average(name="tta_average")(probabilities)
+    return keras.Model(inputs, outputs, name=f"{net.name}_{tta}" if tta != "none" else f"{net.name}_crop{crop}")
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -130,13 +311,47 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch, alpha=0.01)
     elif config.schedule not in ("constant", "plateau"):
         raise ValueError(f"schedule={config.schedule!r}: choose 'constant', 'cosine' or 'plateau'")
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4, **ema)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
     raise ValueError(f"optimizer={config.optimizer!r}: choose 'adam', 'adamw' or 'sgd'")
+
+
+def build_network(build: Callable[..., keras.Model], config: TrainConfig, precision: str) -> keras.Model:
+    """``build()`` under ``precision`` (``build(image_size=crop)`` when the config crops)."""
+    with dtype_policy(precision):
+        return build(image_size=config.crop) if config.crop else build()
+
+
+def compiled_training_model(build: Callable[..., keras.Model], config: TrainConfig, steps_per_epoch: int,
+                            precision: str, faces: bool = True, loss=None) -> tuple[keras.Model, keras.Model]:
+    """``(training model, network)``: the network built under ``precision``, wrapped in the
+    augmentation and crop (faces only, not feature rows) and compiled with the config's optimizer,
+    schedule and loss (default: cross-entropy with the config's label smoothing)."""
+    net = build_network(build, config, precision)
+    model = training_model(net, config.augment if faces else None, config.crop if faces else None, config.seed)
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch),
+        loss=loss if loss is not None else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model, net
+
+
+def sample_weights(y: np.ndarray, class_weight: dict | None) -> np.ndarray | None:
+    """Per-image weights from a ``{class: weight}`` dict (keys int or str), or None."""
+    if not class_weight:
+        return None
+    weights = np.array([class_weight.get(c, class_weight.get(str(c), 1.0)) for c in range(NUM_CLASSES)])
+    return weights[y].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks and the fit loop
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -183,16 +398,18 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config) -> list:
-    """Timer/budget, best-PublicTest checkpoint, history CSV, backup for resuming, early
-    stopping and the plateau schedule, in the order they must run."""
+    """Timer/budget, backup for resuming, EMA swap, best-PublicTest checkpoint, history CSV, early
+    stopping and the plateau schedule, in the order they must run (the backup keeps the raw
+    weights; with EMA, validation and the checkpoint see the averaged ones)."""
     callbacks = [
         timer,  # first, so the loggers below see epoch_seconds
+        keras.callbacks.BackupAndRestore(workdir / "backup"),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []),
         keras.callbacks.ModelCheckpoint(
-            best_path, monitor="val_accuracy", mode="max", save_best_only=True,
+            best_path, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
             initial_value_threshold=max(prior["val_accuracy"]) if prior.get("val_accuracy") else None,
         ),
         keras.callbacks.CSVLogger(history_csv, append=True),
-        keras.callbacks.BackupAndRestore(workdir / "backup"),
     ]
     if config.patience:
         callbacks.append(_ResumableEarlyStopping(prior.get("val_accuracy", []), monitor="val_accuracy",
@@ -203,52 +420,45 @@ def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config) ->
     return callbacks
 
 
-def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarray,
+def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray, y_val: np.ndarray, config: TrainConfig, workdir: str | os.PathLike,
-        strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
-        callbacks: list | None = None, loss=None) -> FitResult:
+        strategy=None, verbose: int | str = "auto", callbacks: list | None = None, loss=None) -> FitResult:
     """Train ``build()`` on uint8 faces ``(N, 48, 48)`` (or feature rows ``(N, F)``, never
-    augmented) and labels ``(N,)``; pick the best PublicTest epoch. ``workdir`` keeps the
-    resumable state (backup, best checkpoint, history CSV); calling again with the same
-    ``workdir`` after an interruption continues the run. ``loss`` defaults to cross-entropy with
-    the config's label smoothing; ``callbacks`` are appended to the built-in ones. The returned
-    model is the best checkpoint, uncompiled (ready to predict, save or compile anew).
+    augmented) and labels ``(N,)``; pick the best PublicTest epoch. ``build`` must accept
+    ``image_size=`` when the config crops. ``workdir`` keeps the resumable state (backup, best
+    weights, history CSV); calling again with the same ``workdir`` after an interruption continues
+    the run. ``loss`` defaults to cross-entropy with the config's label smoothing; ``callbacks``
+    are appended to the built-in ones; ``strategy`` is a ``tf.distribute`` strategy (TensorFlow).
+    The returned model is the best epoch's inference model (float32, centre crop and TTA inside),
+    uncompiled (ready to predict, save or compile anew).
     """
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("fit: the training and validation sets must not be empty")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    history_csv, best_path = workdir / "history.csv", workdir / "best.keras"
+    history_csv, best_path = workdir / "history.csv", workdir / "best.weights.h5"
     prior = read_history(history_csv)
     resumed_from = len(prior.get("loss", []))
     if verbose == "auto":
         verbose = 2 if os.environ.get(BATCH_RUN_ENV) else 1
+    precision = resolve_precision(config.precision)
+    faces = x_train.ndim == 3  # faces are augmented and cropped; feature rows are not
 
     def scope():  # a fresh context each time: strategy scopes cannot be re-entered
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
-    steps = int(np.ceil((config.epoch_size or len(x_train)) / config.batch_size))
+    train_data = FaceBatches(x_train, y_train, config.batch_size, config.epoch_size,
+                             sample_weights(y_train, config.class_weight), seed=config.seed)
     with scope():
-        model = build()
-        model.compile(
-            optimizer=_optimizer(config, steps),
-            loss=loss if loss is not None else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=["accuracy"],
-        )
-    augmenter = make_augmenter(config.augment, config.seed) if x_train.ndim == 3 else None  # faces, not features
-    train_data = make_dataset(x_train, y_train, config.batch_size, shuffle=True, augmenter=augmenter,
-                              class_weight=config.class_weight, seed=config.seed)
-    if config.epoch_size:
-        train_data = train_data.repeat()
-    val_data = make_dataset(x_val, y_val, max(config.batch_size, 256))
+        model, _ = compiled_training_model(build, config, len(train_data), precision, faces, loss)
+    val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val])
 
     timer = _EpochTimer(config.time_budget_s, already_spent_s=float(np.sum(prior.get("epoch_seconds", []))))
     callbacks = [*_builtin_callbacks(timer, best_path, history_csv, workdir, prior, config), *(callbacks or [])]
     finished = workdir / "finished.txt"  # written when model.fit returns: nothing left to resume
     if not finished.exists():
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
-                  steps_per_epoch=steps if config.epoch_size else None, verbose=verbose,
-                  shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
+        model.fit(train_data, validation_data=val_data, validation_batch_size=max(config.batch_size, 256),
+                  epochs=config.epochs, callbacks=callbacks, verbose=verbose)
         epochs_run = len(read_history(history_csv).get("loss", []))
         if epochs_run >= config.epochs:
             reason = "completed"
@@ -259,12 +469,17 @@ def fit(build: Callable[[], keras.Model], x_train: np.ndarray, y_train: np.ndarr
         finished.write_text(reason)
     stopped = finished.read_text()
     history = read_history(history_csv)
-    epochs = len(history.get("loss", []))
-    if best_path.exists():
-        with scope():
-            model = keras.models.load_model(best_path, compile=False)  # custom losses need no registry
-    return FitResult(model, history, epochs, float(np.sum(history.get("epoch_seconds", [0.0]))), stopped,
-                     resumed_from)
+    with scope():  # the best epoch's weights in a float32 copy (bfloat16 is for training speed only)
+        best, net = compiled_training_model(build, config, len(train_data), "float32", faces, loss)
+        if best_path.exists():
+            with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                best.load_weights(best_path)
+        else:  # no epoch was checkpointed: the last weights
+            best.set_weights(model.get_weights())
+    final = inference_model(net, config.crop if faces else None, config.tta if faces else "none")
+    return FitResult(final, history, len(history.get("loss", [])), float(np.sum(history.get("epoch_seconds", [0.0]))),
+                     stopped, resumed_from, precision)
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The champion: its size limits, the recipe's profiles, the cost counter, TTA reporting."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fer_utils import champion, config, export, models
@@ -32,13 +33,59 @@ def test_recipe_per_profile():
     assert cpu.schedule == "cosine" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
     assert cpu.patience is None  # the cosine schedule needs its last epochs
     assert cpu.time_budget_s is not None and cpu.time_budget_s <= 2 * 3600
+    assert cpu.crop == champion.CROP and cpu.precision == "auto" and cpu.tta == "flip"
+    assert cpu.batch_size == 256 and cpu.learning_rate == pytest.approx(2e-3)  # 1e-3 at batch 128, scaled
     assert smoke.epochs == 1 and champion.champion_config(config.get_profile("cpu"), epochs=3).epochs == 3
 
 
-def test_throughput_is_measured_per_model_and_batch_size():
-    table = champion.measure_throughput({"tiny": lambda: models.build("cnn_small")}, (8, 16), steps=2, warmup=1)
-    assert list(table["batch size"]) == [8, 16] and (table["faces/s"] > 0).all()
+def test_throughput_is_measured_per_model_and_setting():
+    settings = {"48 px": TrainConfig(batch_size=8, augment="standard"),
+                "40 px crops": TrainConfig(batch_size=16, augment="standard", crop=40)}
+    table = champion.measure_throughput({"tiny": lambda **kw: models.build("cnn_small", **kw)}, settings, steps=2, warmup=1)
+    assert list(table["batch size"]) == [8, 16] and list(table["input"]) == ["48 px", "40 px"]
+    assert (table["faces/s"] > 0).all() and set(table["precision"]) == {"float32"}
     assert table["parameters"].iloc[0] == models.build("cnn_small").count_params()
+
+
+def test_prior_correction_layer_and_the_choice_of_tau():
+    y_train = np.repeat(np.arange(7), [40, 5, 40, 100, 50, 30, 60])
+    proba = np.random.default_rng(0).dirichlet(np.ones(7), 50).astype("float32")
+    weights = champion.prior_weights(y_train, 0.7)
+    expected = proba * weights / (proba * weights).sum(axis=1, keepdims=True)
+    layer = models.PriorCorrection(weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(proba)), expected, rtol=1e-5)
+    np.testing.assert_allclose(champion.prior_weights(y_train, 0.0), 1.0)
+    frontier = pd.DataFrame({"accuracy": [60.0, 59.8, 59.0, 55.0], "balanced accuracy": [50.0, 52.0, 55.0, 58.0]},
+                            index=pd.Index([0.0, 0.5, 1.0, 1.5], name="tau"))
+    assert champion.choose_tau(frontier, max_accuracy_drop=0.5) == 0.5
+    assert champion.choose_tau(frontier, max_accuracy_drop=1.0) == 1.0
+    table = champion.prior_frontier(proba, np.arange(50) % 7, y_train, taus=[0.0, 1.0])
+    assert list(table.index) == [0.0, 1.0] and table.index.name == "tau"
+
+
+def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
+    run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    cfg = TrainConfig(epochs=1, batch_size=64, crop=40, tta="flip")
+    record = train_and_evaluate(run, "champion_cnn", lambda **kw: models.build("cnn_small", **kw), cfg)
+    released = champion.release_candidate(run, record, tau=1.0)
+    assert released["release"] is True and released["params"]["prior_correction_tau"] == 1.0
+    assert released["train"] == record["train"] and released["derived_from"] == record["run"]
+    # its metrics are the saved model's, correction included
+    model = export.load_keras_model(run.models_dir / f"{released['run']}.keras")
+    x, y = run.dataset.split("PrivateTest")
+    assert released["metrics"]["PrivateTest"]["accuracy"] == pytest.approx(
+        float((model.predict(x, verbose=0).argmax(1) == y).mean()))
+    # notebook 09 exports it first, whatever the PublicTest order
+    chosen = export.select_models([record, released], n_others=1)
+    assert chosen[0]["run"] == released["run"]
+
+
+def test_the_fer_package_comparison_is_skipped_without_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fer" else real(name, *a))
+    assert champion.fer_package_predictor() is None
 
 
 def test_flip_tta_is_reported_beside_the_single_pass(tmp_path):

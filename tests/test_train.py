@@ -162,3 +162,114 @@ def test_a_derived_dataset_keeps_the_source_fingerprint(tmp_path):
     plain = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64))
     runs = evaluate.trained_runs(evaluate.read_metrics(run.metrics_dir), run.dataset.fingerprint)
     assert [r["run"] for r in runs] == [plain["run"]]  # a model of derived data is not offered for the original
+
+
+# ---------------------------------------------------------------------------------------------
+# Crops, test-time views, precision, EMA, batch scaling (the fast path of notebook 12)
+
+
+def tiny_cnn_any_size(image_size=48):
+    layers = keras.layers
+    inputs = keras.Input((image_size, image_size))
+    x = layers.Rescaling(1 / 255)(layers.Reshape((image_size, image_size, 1))(inputs))
+    x = layers.MaxPooling2D()(layers.Conv2D(8, 3, activation="relu")(x))
+    outputs = layers.Dense(7, activation="softmax", dtype="float32")(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs, name="tiny_any_size")
+
+
+def test_opt_in_settings_leave_the_params_of_existing_runs_alone():
+    plain = TrainConfig(epochs=3)
+    assert not {"crop", "precision", "ema_momentum", "tta"} & set(plain.params())
+    fast = TrainConfig(epochs=3, crop=40, precision="auto", ema_momentum=0.99, tta="ten_crop")
+    assert {k: fast.params()[k] for k in ("crop", "precision", "ema_momentum", "tta")} == \
+        {"crop": 40, "precision": "auto", "ema_momentum": 0.99, "tta": "ten_crop"}
+    with pytest.raises(ValueError, match="needs crop"):
+        TrainConfig(tta="ten_crop")
+    with pytest.raises(ValueError, match="crop=60"):
+        TrainConfig(crop=60)
+
+
+def test_batch_size_and_learning_rate_scale_together():
+    scaled = TrainConfig(batch_size=128, learning_rate=1e-3).with_batch_size(512)
+    assert scaled.batch_size == 512 and scaled.learning_rate == pytest.approx(4e-3)
+
+
+def test_precision_auto_uses_bfloat16_only_where_it_is_native(monkeypatch):
+    from fer_utils import train
+
+    monkeypatch.setattr(train, "accelerator", lambda: None)
+    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert train.resolve_precision("auto") == "float32"
+    monkeypatch.setattr(train, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert train.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(train, "cpu_flags", set)
+    monkeypatch.setattr(train, "accelerator", lambda: "gpu H200")
+    assert train.resolve_precision("auto") == "mixed_bfloat16"
+    assert train.resolve_precision("float32") == "float32"
+
+
+def test_crops_train_a_smaller_network_and_test_on_the_centre_crop(faces, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None, augment="standard", crop=40,
+                      precision="mixed_bfloat16", tta="none")
+    result = fit(tiny_cnn_any_size, *faces, cfg, tmp_path, verbose=0)
+    assert result.precision == "mixed_bfloat16"
+    model = result.model
+    assert model.input_shape == (None, 48, 48)
+    net = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
+    assert net.input_shape == (None, 40, 40)
+    # bfloat16 is for training only: the returned model computes in float32 throughout
+    assert all(layer.dtype_policy.name == "float32" for layer in net.layers)
+    x_val = faces[2]
+    np.testing.assert_allclose(model.predict(x_val, verbose=0), net.predict(x_val[:, 4:44, 4:44], verbose=0), atol=1e-6)
+    # the saved file loads and computes the same
+    from fer_utils.train import save_model
+
+    path = save_model(model, tmp_path / "crop.keras")
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x_val, verbose=0),
+                               model.predict(x_val, verbose=0), atol=1e-6)
+
+
+def test_test_time_views_average_the_mirrored_and_corner_crops():
+    from fer_utils.train import inference_model
+
+    keras.utils.set_random_seed(0)
+    net = tiny_cnn_any_size(40)
+    x = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    views = [x[:, 4:44, 4:44], x[:, :40, :40], x[:, :40, 8:], x[:, 8:, :40], x[:, 8:, 8:]]
+    views += [v[:, :, ::-1] for v in views]
+    expected = np.mean([net.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(inference_model(net, 40, "ten_crop").predict(x, verbose=0), expected, atol=1e-6)
+    flip = np.mean([net.predict(v, verbose=0) for v in (views[0], views[5])], axis=0)
+    np.testing.assert_allclose(inference_model(net, 40, "flip").predict(x, verbose=0), flip, atol=1e-6)
+    assert inference_model(net, None, "none") is net
+
+
+def test_ema_weights_are_the_ones_selected_and_returned(faces, tmp_path):
+    from fer_utils.train import FaceBatches, compiled_training_model
+
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None, ema_momentum=0.9)
+    result = fit(tiny_cnn, *faces, cfg, tmp_path, verbose=0)
+    assert result.epochs == 2
+    # the history's PublicTest accuracy is the EMA weights' (SwapEMAWeights), and so is the returned model's
+    accuracy = (result.model.predict(faces[2], verbose=0).argmax(1) == faces[3]).mean()
+    assert accuracy == pytest.approx(max(result.history["val_accuracy"]), abs=1e-6)
+    model, _ = compiled_training_model(tiny_cnn, cfg, len(FaceBatches(*faces[:2], 64)), "float32")
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.9)
+
+
+def test_face_batches_draw_a_fixed_epoch_from_a_stream_of_permutations():
+    from fer_utils.train import FaceBatches
+
+    x = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8)
+    y = np.arange(10) % 7
+    batches = FaceBatches(x, y, batch_size=4, epoch_size=6, sample_weight=np.arange(10) / 10, seed=0)
+    assert len(batches) == 2
+    seen = []
+    for _ in range(5):  # 30 draws = three full passes over the 10 images
+        for step in range(len(batches)):
+            faces_, labels, weights = batches[step]
+            assert faces_.dtype == np.float32 and labels.shape[1] == 7
+            np.testing.assert_allclose(weights, faces_[:, 0, 0] / 10)
+            seen += list(faces_[:, 0, 0].astype(int))
+        batches.on_epoch_end()
+    assert sorted(seen) == sorted(list(range(10)) * 3)
