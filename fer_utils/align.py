@@ -36,6 +36,7 @@ from .progress import tqdm
 from . import config
 from .config import CLASS_NAMES, IMAGE_SIZE, USAGES
 from .data import FERDataset
+from .evaluate import mcnemar_p
 
 #: Bumped when the alignment code changes what it produces (part of the cache key).
 ALIGN_VERSION = 1
@@ -357,9 +358,7 @@ def compare_predictions(y_true: np.ndarray, pred_before: np.ndarray, pred_after:
                         names: tuple[str, str] = ("original", "aligned")) -> tuple[pd.DataFrame, float]:
     """Accuracy (%) of two models' predictions ``(N,)`` on the same ``N`` images, on all of them
     and split by whether a face was found (``found``, ``(N,)`` bool), and the two-sided exact
-    McNemar p-value of the difference on all images (from the images only one model gets right)."""
-    from scipy.stats import binomtest
-
+    McNemar p-value of the difference on all images (``evaluate.mcnemar_p``)."""
     y_true, found = np.asarray(y_true), np.asarray(found, dtype=bool)
     right_a, right_b = np.asarray(pred_before) == y_true, np.asarray(pred_after) == y_true
     rows = {}
@@ -369,7 +368,5 @@ def compare_predictions(y_true: np.ndarray, pred_before: np.ndarray, pred_after:
                         names[1]: 100 * right_b[mask].mean() if mask.any() else np.nan}
     table = pd.DataFrame(rows).T
     table["difference"] = table[names[1]] - table[names[0]]
-    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
-    p_value = binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     table["images"] = table["images"].astype(int)
-    return table, float(p_value)
+    return table, mcnemar_p(y_true, pred_before, pred_after)

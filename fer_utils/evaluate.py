@@ -23,6 +23,7 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
+    top_k_accuracy_score,
 )
 
 from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
@@ -31,12 +32,6 @@ from .files import write_text_atomic
 
 CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear in Training
 EVAL_SPLITS = (VAL, TEST, CLEAN_TEST)
-
-
-def top_k_accuracy(y_true: np.ndarray, proba: np.ndarray, k: int) -> float:
-    """Share of rows whose true class is among the ``k`` most probable."""
-    top = np.argsort(-proba, axis=1)[:, :k]
-    return float((top == np.asarray(y_true)[:, None]).any(axis=1).mean())
 
 
 def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
@@ -56,8 +51,8 @@ def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "top2": top_k_accuracy(y_true, proba, 2),
-        "top3": top_k_accuracy(y_true, proba, 3),
+        "top2": float(top_k_accuracy_score(y_true, proba, k=2, labels=labels)),
+        "top3": float(top_k_accuracy_score(y_true, proba, k=3, labels=labels)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(CLASS_NAMES, precision, recall, f1, support)
@@ -82,6 +77,16 @@ def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) 
     keep = without_training_duplicates(ds, TEST)[test_rows]
     out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep])
     return out
+
+
+def mcnemar_p(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value (statsmodels) of two classifiers' predictions ``(N,)`` of
+    the same faces: only the faces exactly one of them gets right count."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    y_true = np.asarray(y_true)
+    right = confusion_matrix(np.asarray(pred_a) == y_true, np.asarray(pred_b) == y_true, labels=[True, False])
+    return float(mcnemar(right, exact=True).pvalue)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,9 +40,10 @@ def test_split_metrics_match_hand_computed_values():
 def test_top_k():
     proba = np.array([[0.5, 0.3, 0.2, 0, 0, 0, 0], [0.1, 0.2, 0.7, 0, 0, 0, 0]])
     y = np.array([1, 0])
-    assert evaluate.top_k_accuracy(y, proba, 1) == 0.0
-    assert evaluate.top_k_accuracy(y, proba, 2) == 0.5
-    assert evaluate.top_k_accuracy(y, proba, 3) == 1.0
+    m = evaluate.split_metrics(y, proba)
+    assert m["accuracy"] == 0.0
+    assert m["top2"] == 0.5
+    assert m["top3"] == 1.0
 
 
 def test_wrong_probability_shape():
