@@ -1,4 +1,7 @@
-"""fer_utils: the library behind the FER2013 reproduction notebooks.
+"""fer_utils: the library behind the FER2013 reproduction notebooks, and a small API to use its model.
+
+    from fer_utils import ExpressionRecognizer
+    faces = ExpressionRecognizer().predict("photo.jpg")   # box, label, probabilities, detector score
 
 One module per pipeline stage:
 
@@ -9,7 +12,9 @@ One module per pipeline stage:
 - ``balance``: class balancing of the training split (imbalanced-learn, augmentation, weights);
 - ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
 - ``train``: the shared, resumable ``fit`` and ``train_and_evaluate``;
-- ``vgg``: the VGGNet recipes, resampled-data ensembles and the leakage audit (notebooks 04, 06, 11);
+- ``vgg``: the VGGNet recipes and the results tables of notebooks 04, 06 and 11 (notebook 04);
+- ``ensemble``: softmax-average ensembles of trained models (notebook 06);
+- ``leakage``: resampling with parents and the leakage audit of write-up 003's protocol (notebook 11);
 - ``transfer``: keras.applications backbones, ResNet-18 and a small ViT, frozen or fine-tuned (notebook 05);
 - ``champion``: the project's best CPU model, its recipe and throughput measurement (notebook 12);
 - ``evaluate``: metrics, metrics files, the summary table;
@@ -17,6 +22,7 @@ One module per pipeline stage:
 - ``explain``: LIME and Grad-CAM for any Keras model of the project;
 - ``export``: Keras to ONNX, parity, simplification, int8 quantization, latency benchmark, release;
 - ``realtime``: the webcam/video pipeline (detect, track, crop, classify, draw; FPS and latency);
+- ``api``: ``ExpressionRecognizer`` (photos, batches, videos to a table) and ``plot_timeline``;
 - ``cli``: ``python -m fer_utils.cli predict|run`` (``fer-predict``);
 - ``app``: the Streamlit browser app (``make app``);
 - ``plots``: figures;
@@ -27,3 +33,14 @@ Heavy modules (``models``, ``train``) import TensorFlow; ``data`` and ``syntheti
 """
 
 __version__ = "0.1.0"
+__all__ = ["ExpressionRecognizer", "plot_timeline"]
+
+
+def __getattr__(name: str):
+    """``ExpressionRecognizer`` and ``plot_timeline`` from :mod:`fer_utils.api`, imported on
+    first use (so that ``import fer_utils.data`` does not load OpenCV)."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fer_utils' has no attribute {name!r}")

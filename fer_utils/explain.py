@@ -10,8 +10,8 @@ Every model of the project maps raw faces ``(N, 48, 48)`` (0-255) to 7 class pro
   score taken before the softmax where the model allows it; a ``(48, 48)`` map in 0-1.
 - :func:`explain_examples` runs both on a few faces; :func:`pick_examples` picks correctly and
   wrongly classified faces of every class; :func:`region_shares` says how much of a map falls on
-  the eyes, the nose or the mouth; :func:`best_model_record` and :func:`load_run_model` find the
-  best trained model from the metrics files.
+  the eyes, the nose or the mouth; :func:`best_model_record` finds the best
+  trained model from the metrics files (``export.load_keras_model`` loads it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pandas as pd
 from .progress import tqdm
 
 from .config import CLASS_NAMES, import_keras
-from .evaluate import model_path, read_metrics, trained_runs
+from .evaluate import read_metrics, trained_runs
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (after the quiet import above)
@@ -297,8 +297,3 @@ def best_model_record(metrics_dir: str | Path, fingerprint: str | None = None) -
     dataset with ``fingerprint``, if given, so a model is explained on its own data); None if none."""
     runs = trained_runs(read_metrics(metrics_dir), fingerprint) if Path(metrics_dir).exists() else []
     return runs[0] if runs else None
-
-
-def load_run_model(record: dict) -> keras.Model:
-    """The Keras model a metrics record names (``model_file``)."""
-    return keras.models.load_model(model_path(record))

@@ -59,12 +59,13 @@ def _save_onnx_atomic(onnx_model, path: Path) -> Path:
     return path
 
 
-def load_keras_model(path: str | os.PathLike):
-    """A saved ``.keras`` model; :class:`ModelFileError` naming the path if missing or unreadable."""
+def load_keras_model(source: str | os.PathLike | dict):
+    """A saved ``.keras`` model, from its path or a metrics record naming it (``model_file``), not
+    compiled; :class:`ModelFileError` naming the path if missing or unreadable."""
     keras = import_keras()
     from . import models  # noqa: F401  (registers the project's custom layers for loading)
 
-    path = Path(path)
+    path = model_path(source) if isinstance(source, dict) else Path(source)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such Keras model file")
     try:

@@ -604,7 +604,7 @@ def frame_grid(frames: list, titles: list[str] | None = None, cols: int = 3, bgr
 
 def ensemble_gain(gain: pd.DataFrame, title: str = "Ensemble minus its members, per class (PrivateTest F1)"):
     """Per class, the ensemble's gain (points) over its best member and over the members' mean,
-    from ``fer_utils.vgg.ensemble_gain`` (values 0-1); the best member is named under each class."""
+    from ``fer_utils.ensemble.ensemble_gain`` (values 0-1); the best member is named under each class."""
     x = np.arange(len(gain))
     over_best = 100 * (gain["ensemble"] - gain["best member value"]).to_numpy(dtype=float)
     over_mean = 100 * (gain["ensemble"] - gain["members' mean"]).to_numpy(dtype=float)
@@ -625,7 +625,7 @@ def ensemble_gain(gain: pd.DataFrame, title: str = "Ensemble minus its members, 
 def leakage_audit(table: pd.DataFrame, title: str = "Test images that are not independent of training"):
     """Stacked horizontal bars, one per protocol (rows of ``table``): the share (%) of test images
     with an exact copy in training, with only a source image in training (a SMOTE relative), and
-    independent. Columns as from ``fer_utils.vgg.audit_counts``: ``exact copy in training (%)``,
+    independent. Columns as from ``fer_utils.leakage.audit_counts``: ``exact copy in training (%)``,
     ``either (%)``."""
     exact = table["exact copy in training (%)"].to_numpy(dtype=float)
     either = table["either (%)"].to_numpy(dtype=float)

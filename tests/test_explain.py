@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fer_utils import explain, models
+from fer_utils import explain, export, models
 from fer_utils.config import NUM_CLASSES, import_keras
 from fer_utils.synthetic import synthetic_face
 
@@ -140,7 +140,7 @@ def test_best_model_record_uses_publictest_and_existing_models(tmp_path, tiny_cn
     assert explain.best_model_record(tmp_path, "f1")["run"] == "good"
     assert explain.best_model_record(tmp_path)["run"] == "other_data"
     assert explain.best_model_record(tmp_path / "none") is None
-    assert explain.load_run_model(explain.best_model_record(tmp_path, "f1")).count_params() == tiny_cnn.count_params()
+    assert export.load_keras_model(explain.best_model_record(tmp_path, "f1")).count_params() == tiny_cnn.count_params()
 
 
 def test_grad_cam_reaches_into_a_nested_backbone(faces):
