@@ -579,17 +579,6 @@ def calibration_sample(x: np.ndarray, y: np.ndarray, n: int = 512, seed: int = 0
     return x[np.sort(np.concatenate(picks))][:n]
 
 
-def quick_model_record(run) -> dict:
-    """Train the small CNN for one epoch with ``train.train_and_evaluate`` (for the smoke
-    profile, when no trained model exists yet) and return its metrics record."""
-    from . import models
-    from .train import TrainConfig, train_and_evaluate
-
-    config = TrainConfig(epochs=1, batch_size=run.profile.batch_size, patience=None, seed=run.seed)
-    with quiet_native_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
-        return train_and_evaluate(run, "cnn_small", models.cnn_small, config)
-
-
 def models_to_export(run, n_others: int = 2) -> list[dict]:
     """The metrics records of the models a notebook run exports: the champion (or the best
     by PublicTest accuracy) and up to ``n_others`` more, from ``run.metrics_dir``, trained on
@@ -601,7 +590,7 @@ def models_to_export(run, n_others: int = 2) -> list[dict]:
                             fingerprint=run.dataset.fingerprint)
     if not records and run.profile.name == "smoke":
         print(f"no trained model in {run.metrics_dir}; smoke profile: training a small CNN for one epoch")
-        records = [quick_model_record(run)]
+        records = [run.quick_model_record()]
     if not records:
         raise FileNotFoundError(
             f"no trained model with a metrics file in {run.metrics_dir} for this dataset "
@@ -624,6 +613,6 @@ def demo_model_path(run, path: str | os.PathLike | None = None) -> Path:
             return candidate
     if run.profile.name == "smoke":
         print(f"no released model ({RELEASED_MODEL}); smoke profile: exporting a small CNN trained for one epoch")
-        record = quick_model_record(run)
+        record = run.quick_model_record()
         return export_onnx(model_path(record), Path(run.models_dir) / f"{record['run']}.onnx")
     raise ModelFileError(f"no model at {RELEASED_MODEL}: {HOW_TO_GET_A_MODEL}")

@@ -77,6 +77,17 @@ class NotebookRun:
         os.replace(tmp, path)
         return path
 
+    def quick_model_record(self) -> dict:
+        """Train the small CNN for one epoch (``train.train_and_evaluate``) and return its metrics
+        record: the stand-in model of notebooks 09 and 10 in the ``smoke`` profile, when no
+        trained model exists yet (so ``fer_utils.export`` never imports the training code)."""
+        from . import models
+        from .train import TrainConfig, train_and_evaluate
+
+        train_config = TrainConfig(epochs=1, batch_size=self.profile.batch_size, patience=None, seed=self.seed)
+        with config.quiet_native_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
+            return train_and_evaluate(self, "cnn_small", models.cnn_small, train_config)
+
     def banner(self) -> str:
         """A few lines saying which data, profile and output folder these results come from."""
         ds = self.dataset
