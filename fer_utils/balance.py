@@ -52,6 +52,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from .progress import tqdm
 
 from .config import CLASS_NAMES, NUM_CLASSES
+from .data import sample_per_class
 
 METHODS: tuple[str, ...] = ("none", "ros", "rus", "hybrid", "smote", "smote_tomek", "smote_enn", "augment")
 
@@ -428,9 +429,8 @@ def class_weights(y: np.ndarray) -> dict[int, float]:
 def synthetic_examples(result: BalanceResult, n: int = 8, seed: int = 0) -> np.ndarray:
     """Indices into ``result.x`` of ``n`` new (synthetic) rows, spread over the classes that got
     any (round robin, seeded)."""
-    rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(result.is_synthetic & (result.y == c))) for c in range(NUM_CLASSES)]
-    pools = [p for p in pools if len(p)]
+    pools = [p for p in sample_per_class(result.y, None, seed, where=result.is_synthetic, classes=range(NUM_CLASSES))
+             if len(p)]
     chosen = []
     for i in range(max((len(p) for p in pools), default=0)):
         chosen += [p[i] for p in pools if i < len(p)]

@@ -385,12 +385,22 @@ def _read_gray_image(path: Path) -> tuple[np.ndarray, bool]:
     return np.asarray(gray, dtype=np.uint8), converted
 
 
+def sample_per_class(labels: np.ndarray, per_class: int | None = None, seed: int | np.random.Generator = 0,
+                     where: np.ndarray | None = None, classes=None) -> list[np.ndarray]:
+    """Seeded random row indices of every class (``classes``, default the sorted labels present),
+    one array per class in random order: at most ``per_class`` (None: all) of the rows where
+    ``where`` (bool ``(N,)``) is True. A Generator as ``seed`` continues its stream."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    where = np.ones(len(labels), bool) if where is None else np.asarray(where, bool)
+    classes = np.unique(labels) if classes is None else classes
+    return [rng.permutation(np.flatnonzero((labels == c) & where))[:per_class] for c in classes]
+
+
 def stratified_split(labels: np.ndarray, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> np.ndarray:
     """Seeded stratified assignment of Training/PublicTest/PrivateTest to each label."""
-    rng = np.random.default_rng(seed)
     usage = np.empty(len(labels), dtype=object)
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
+    for idx in sample_per_class(labels, seed=seed):
         n_train = int(round(fractions[0] * len(idx)))
         n_val = int(round(fractions[1] * len(idx)))
         usage[idx[:n_train]] = TRAIN

@@ -26,6 +26,7 @@ import pandas as pd
 from .progress import tqdm
 
 from .config import CLASS_NAMES, import_keras
+from .data import sample_per_class
 from .evaluate import read_metrics, trained_runs
 
 keras = import_keras()
@@ -267,9 +268,10 @@ def pick_examples(y_true: np.ndarray, proba: np.ndarray, per_class: int = 1, see
     pred = proba.argmax(axis=1)
     rows = []
     for correct in (True, False):
-        for c in range(len(CLASS_NAMES)):
-            pool = np.flatnonzero((y_true == c) & ((pred == y_true) == correct))
-            for i in rng.permutation(pool)[:per_class]:
+        picks = sample_per_class(y_true, per_class, rng, where=(pred == y_true) == correct,
+                                 classes=range(len(CLASS_NAMES)))
+        for c, chosen in enumerate(picks):
+            for i in chosen:
                 rows.append({"index": int(i), "true": c, "pred": int(pred[i]), "correct": correct,
                              "confidence": float(proba[i, pred[i]])})
     return pd.DataFrame(rows, columns=["index", "true", "pred", "correct", "confidence"])

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from .progress import tqdm
 
+from .data import sample_per_class
 from .evaluate import model_path, trained_runs
 from .files import atomic_path, write_text_atomic
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
@@ -573,9 +574,7 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
 
 def calibration_sample(x: np.ndarray, y: np.ndarray, n: int = 512, seed: int = 0) -> np.ndarray:
     """Up to ``n`` training faces for int8 calibration, drawn evenly over the classes (uint8 ``(n, 48, 48)``)."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(y)
-    picks = [rng.permutation(np.flatnonzero(y == c))[:max(1, n // len(classes))] for c in classes]
+    picks = sample_per_class(y, max(1, n // len(np.unique(y))), seed)
     return x[np.sort(np.concatenate(picks))][:n]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import config
 from .config import KNOWN_FINGERPRINTS, USAGES, Profile
-from .data import FERDataset, find_dataset, load_fer2013
+from .data import FERDataset, find_dataset, load_fer2013, sample_per_class
 from .synthetic import make_synthetic_fer
 
 
@@ -149,11 +149,7 @@ def resolve_reports_dir(reports_dir: str | os.PathLike | None, profile: str, syn
 def subsample_per_class(ds: FERDataset, per_class: int, seed: int = 0) -> FERDataset:
     """At most ``per_class`` images of each class in each split (seeded), keeping every split."""
     rng = np.random.default_rng(seed)
-    keep = []
-    for usage in USAGES:
-        for label in np.unique(ds.labels):
-            idx = np.flatnonzero((ds.usage == usage) & (ds.labels == label))
-            keep.append(rng.permutation(idx)[:per_class])
+    keep = [idx for usage in USAGES for idx in sample_per_class(ds.labels, per_class, rng, where=ds.usage == usage)]
     sub = ds.subset(np.sort(np.concatenate(keep)))
     sub.notes.append(f"subsampled to at most {per_class} images per class and split")
     return sub

@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 
 from .config import CLASS_NAMES, PROFILES, USAGES
+from .data import sample_per_class
 
 # ---------------------------------------------------------------------------------------------
 # Run ids in words (figure labels and legends are read by people)
@@ -147,11 +148,9 @@ def class_distribution(counts: pd.DataFrame, title: str = "Images per class and 
 def image_grid(pixels: np.ndarray, labels: np.ndarray, per_class: int = 8, seed: int = 0,
                title: str = "Random examples per class", titles: np.ndarray | None = None):
     """A row of ``per_class`` random images for every class (rows = classes)."""
-    rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 1.1, len(CLASS_NAMES) * 1.2))
-    for c, row in enumerate(axes):
-        idx = np.flatnonzero(labels == c)
-        chosen = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+    picks = sample_per_class(labels, per_class, seed, classes=range(len(CLASS_NAMES)))
+    for c, (row, chosen) in enumerate(zip(axes, picks)):
         for j, ax in enumerate(row):
             ax.axis("off")
             if j < len(chosen):

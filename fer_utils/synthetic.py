@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .config import CLASS_NAMES, IMAGE_SIZE, TEST, TRAIN, VAL
-from .data import FERDataset
+from .data import FERDataset, sample_per_class
 
 #: FER2013's images per class (all splits), used for the stand-in's class shares.
 FER2013_CLASS_COUNTS = np.array([4953, 547, 5121, 8989, 6077, 4002, 6198])
@@ -91,8 +91,7 @@ def make_synthetic_fer(n: int = 3500, seed: int = 0, label_noise: float = 0.05) 
     per_class = np.maximum(np.round(shares * n).astype(int), 10)
     labels = np.repeat(np.arange(len(CLASS_NAMES)), per_class)
     usage = np.empty(len(labels), dtype=object)
-    for c in range(len(CLASS_NAMES)):  # at least one val and test image per class
-        idx = rng.permutation(np.flatnonzero(labels == c))
+    for idx in sample_per_class(labels, seed=rng):  # at least one val and test image per class
         n_eval = max(1, int(round(0.1 * len(idx))))
         usage[idx[:n_eval]], usage[idx[n_eval:2 * n_eval]], usage[idx[2 * n_eval:]] = VAL, TEST, TRAIN
     order = rng.permutation(len(labels))

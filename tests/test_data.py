@@ -272,3 +272,14 @@ def test_private_test_without_training_duplicates(small_ds):
     mask = data.without_training_duplicates(ds, TEST)
     test_rows = set(np.flatnonzero(ds.usage == TEST))
     assert set(np.flatnonzero(mask)) == test_rows - planted["test_rows"]
+
+
+def test_sample_per_class_is_seeded_capped_and_filtered():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    where = np.array([True, True, True, True, False, False, False, False])
+    picks = data.sample_per_class(labels, 2, seed=1, where=where, classes=range(4))
+    assert [len(p) for p in picks] == [2, 1, 0, 0]
+    assert set(picks[0]) <= {0, 1, 2} and picks[1].tolist() == [3]
+    again = data.sample_per_class(labels, 2, seed=1, where=where, classes=range(4))
+    assert all(np.array_equal(a, b) for a, b in zip(picks, again))
+    assert sorted(np.concatenate(data.sample_per_class(labels)).tolist()) == list(range(8))
