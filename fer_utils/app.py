@@ -1,16 +1,24 @@
-"""The browser app: upload photos or take a webcam snapshot, see every face's expression.
+"""The browser app: upload photos, take a webcam snapshot or run the live webcam, see every face's expression.
 
     make app                         (= streamlit run fer_utils/app.py, then open http://localhost:8501)
 
-The page runs the project's own pipeline on each image: :class:`realtime.HaarDetector` (or
+The page runs the project's own pipeline on each image through the Python API
+(:class:`api.ExpressionRecognizer`, as the CLI does): :class:`realtime.HaarDetector` (or
 :class:`realtime.MTCNNDetector`) finds the faces, :func:`realtime.crop_face` cuts the 48x48
-gray crops FER2013 is made of, and the released ONNX model (:data:`export.RELEASED_MODEL`, run by
+gray crops FER2013 is made of, and the released ONNX model (:func:`api.released_model`, run by
 :class:`export.OnnxClassifier`; ``FER_APP_MODEL=path.onnx`` picks another) classifies them. Every
 face is boxed and labelled on the photo and gets a probability bar chart; one chosen face can be
 explained with LIME (from the ONNX model alone) or Grad-CAM (which needs the Keras model the ONNX
 file was exported from, ``models/<run>.keras``; trained models are not committed, so a fresh
 checkout offers LIME only and says why). Without any input the page shows a sample photo
 (``skimage.data.astronaut()``).
+
+**Live webcam** (streamlit-webrtc over aiortc): the browser sends the camera's frames to the
+app, which runs :meth:`api.ExpressionRecognizer.video_recognizer` on each (:class:`LiveFeed`)
+and sends them back with boxes, labels, probability bars and the frame rate drawn; the page
+also writes the latest result and frame rate as text. No STUN or TURN server is used (an empty
+ICE server list), so it works offline, with the browser and the app on the same machine or
+network (``localhost``, or https elsewhere: browsers give the camera to secure pages only).
 
 Bad input never shows a traceback: a file that is not an image or is damaged, an image over
 :data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS` or under ``realtime.MIN_FACE_SIDE`` pixels a side, an
@@ -45,10 +53,12 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from fer_utils import realtime
+from fer_utils.api import ExpressionRecognizer, released_model
 from fer_utils.config import CLASS_NAMES, IMAGE_SIZE, MODELS_DIR
-from fer_utils.export import RELEASED_MODEL, ModelFileError, OnnxClassifier
-from fer_utils.realtime import (CLASS_COLORS, MAX_PIXELS, WHOLE_FACE_MAX_SIDE, Face, HaarDetector, MTCNNDetector,
-                                Recognizer, SourceError, crop_face, decode_photo, draw_faces)
+from fer_utils.export import ModelFileError, OnnxClassifier
+from fer_utils.realtime import (CLASS_COLORS, MAX_PIXELS, WHOLE_FACE_MAX_SIDE, Face, SourceError, decode_photo,
+                                draw_faces)
 
 MAX_UPLOAD_MB = 20  #: largest accepted file, in MB (the upload widget refuses larger ones itself)
 ANALYSIS_MAX_SIDE = 1600  #: images are shrunk to at most this many pixels per side before detection
@@ -57,6 +67,8 @@ MAX_FILES = 10  #: images analysed per page run
 MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released one
 SAMPLE_NAME = "sample photo (skimage.data.astronaut)"
 EXPLAIN_METHODS = ("LIME", "Grad-CAM")
+#: No STUN/TURN servers: the live webcam works offline, between a browser and the app that reach each other.
+RTC_CONFIGURATION = {"iceServers": []}
 
 
 class InputError(ValueError):
@@ -169,22 +181,19 @@ def sample_photo() -> Photo:
 
 def model_path() -> Path:
     """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model."""
-    return Path(os.environ.get(MODEL_ENV_VAR) or RELEASED_MODEL)
+    return Path(os.environ.get(MODEL_ENV_VAR) or released_model())
 
 
 def make_detector(name: str = "haar", min_face: float = 0.05):
-    """A face detector for still photos: ``haar`` (the Haar cascade on the photo shrunk to 800
-    pixels wide; ``min_face`` is the smallest face as a share of the width) or ``mtcnn``
-    (slower, loads TensorFlow, finds turned faces and levels the eyes)."""
-    if name == "haar":
-        return HaarDetector(width=800, min_face=min_face)
-    if name == "mtcnn":
-        return MTCNNDetector(width=640)
-    raise ValueError(f"unknown detector {name!r}; choose 'haar' or 'mtcnn'")
+    """A face detector for still photos (``realtime.DETECTOR_SETTINGS``, as the CLI and the API
+    use): ``haar`` (the Haar cascade on the photo shrunk to 800 pixels wide; ``min_face`` is the
+    smallest face as a share of the width) or ``mtcnn`` (slower, loads TensorFlow, finds turned
+    faces and levels the eyes)."""
+    return realtime.make_detector(name, "still", **({"min_face": min_face} if name == "haar" else {}))
 
 
-def make_recognizer(classifier=None, detector="haar", margin: float = 0.1) -> Recognizer:
-    """A :class:`realtime.Recognizer` for still photos. ``classifier`` defaults to an
+def make_recognizer(classifier=None, detector="haar", margin: float = 0.1) -> ExpressionRecognizer:
+    """The :class:`api.ExpressionRecognizer` the page uses. ``classifier`` defaults to an
     :class:`export.OnnxClassifier` of :func:`model_path` (:class:`export.ModelFileError` if it is
     missing or not a FER model); ``detector``: a name (see :func:`make_detector`) or a detector."""
     if classifier is None:
@@ -194,36 +203,29 @@ def make_recognizer(classifier=None, detector="haar", margin: float = 0.1) -> Re
                                  f"this checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
         classifier = OnnxClassifier(path)
     detector = make_detector(detector) if isinstance(detector, str) else detector
-    return Recognizer(classifier, detector, margin=margin, show_fps=False)
+    return ExpressionRecognizer(classifier, detector, margin=margin)
 
 
-def analyse(photo: Photo, recognizer: Recognizer, max_faces: int = MAX_FACES) -> Analysis:
-    """Detect, crop and classify every face of ``photo`` with ``recognizer`` (a fresh detection:
-    nothing is tracked from an earlier photo). The ``max_faces`` largest faces are kept
-    (``Analysis.found`` says how many there were). An image at most
-    :data:`WHOLE_FACE_MAX_SIDE` pixels on each side is taken as one face crop, as in
-    ``Recognizer.predict_image``."""
+def analyse(photo: Photo, recognizer: ExpressionRecognizer, max_faces: int = MAX_FACES) -> Analysis:
+    """Detect, crop and classify every face of ``photo`` with ``recognizer``
+    (:meth:`api.ExpressionRecognizer.predict`, a fresh detection: nothing is tracked from an
+    earlier photo). The ``max_faces`` largest faces are kept (``Analysis.found`` says how many
+    there were). An image at most :data:`WHOLE_FACE_MAX_SIDE` pixels on each side is taken as
+    one face crop."""
     start = time.perf_counter()
-    bgr = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2BGR)
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    height, width = gray.shape
-    whole = max(height, width) <= WHOLE_FACE_MAX_SIDE
-    if whole:
-        crop = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-        proba = np.asarray(recognizer.classifier(crop[None]))[0]
-        faces = [FaceResult(1, (0, 0, width, height), crop, proba)]
-        found = 1
-    else:
-        recognizer.reset()
-        detected = recognizer.process(bgr, annotate=False).faces  # largest first
-        found = len(detected)
-        faces = []
-        for i, face in enumerate(detected[:max(0, int(max_faces))], start=1):
-            eyes = face.eyes if recognizer.align else None
-            crop = crop_face(gray, face.box, recognizer.margin, eyes)
-            faces.append(FaceResult(i, tuple(int(v) for v in face.box), crop, np.asarray(face.proba, dtype=np.float32),
-                                    float(face.score)))
-    return Analysis(photo, faces, found, whole, time.perf_counter() - start)
+    detected = recognizer.predict(photo.rgb)  # largest first
+    faces = [FaceResult(i, tuple(int(v) for v in face.box), face.crop, np.asarray(face.proba, dtype=np.float32),
+                        float(face.score)) for i, face in enumerate(detected[:max(0, int(max_faces))], start=1)]
+    whole = max(photo.rgb.shape[:2]) <= WHOLE_FACE_MAX_SIDE
+    return Analysis(photo, faces, len(detected), whole, time.perf_counter() - start)
+
+
+def model_accuracy(path: str | os.PathLike) -> str:
+    """What the model card beside the ONNX file (``<name>.md``) says of its PrivateTest accuracy,
+    e.g. ``64.2% accurate on FER2013's PrivateTest``; ``see its model card`` without one."""
+    card = Path(path).with_suffix(".md")
+    match = re.search(r"PrivateTest accuracy ([\d.]+)%", card.read_text(errors="replace")) if card.is_file() else None
+    return f"{float(match.group(1)):.1f}% accurate on FER2013's PrivateTest" if match else "see its model card"
 
 
 def summary(analysis: Analysis) -> str:
@@ -360,6 +362,74 @@ def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = 
 
 
 # ---------------------------------------------------------------------------------------------
+# Live webcam
+
+
+class LiveFeed:
+    """The live webcam's frame handler: ``recognizer`` (a video :class:`realtime.Recognizer`,
+    with its own detector and tracking) on each frame, which comes back annotated (boxes,
+    labels, probability bars, frame rate). Called in streamlit-webrtc's worker thread; keeps the
+    latest faces and frame rate for the page (:meth:`status`), behind a lock."""
+
+    def __init__(self, recognizer: realtime.Recognizer):
+        self.recognizer = recognizer
+        self._lock = threading.Lock()
+        self.frames, self.faces, self.frame_rate = 0, [], float("nan")
+
+    def process(self, bgr: np.ndarray) -> np.ndarray:
+        """One BGR frame in, the annotated BGR frame out."""
+        result = self.recognizer.process(bgr)
+        with self._lock:
+            self.frames, self.faces, self.frame_rate = self.frames + 1, result.faces, self.recognizer.frame_rate
+        return result.annotated
+
+    def __call__(self, frame):
+        """streamlit-webrtc's ``video_frame_callback``: ``av.VideoFrame`` in and out."""
+        import av
+
+        return av.VideoFrame.from_ndarray(self.process(frame.to_ndarray(format="bgr24")), format="bgr24")
+
+    def status(self) -> str:
+        """One line for the page, e.g. ``Live: face 1 happy (91%) | 14.8 FPS | 352 frames``."""
+        with self._lock:
+            frames, faces, rate = self.frames, list(self.faces), self.frame_rate
+        if not frames:
+            return "Live: waiting for the first frame from the camera..."
+        found = ", ".join(f"face {i} {f.label} ({100 * float(np.max(f.proba)):.0f}%)" for i, f in enumerate(faces, 1))
+        fps = "" if np.isnan(rate) else f" | {rate:.1f} FPS"
+        return f"Live: {found or 'no face'}{fps} | {frames} frames"
+
+
+@st.fragment(run_every=1.0)
+def _live_status(feed: LiveFeed) -> None:
+    st.markdown(f"**{feed.status()}**")
+
+
+def _live(classifier, detector: str, model_key: str) -> None:
+    """The live webcam section: the stream, annotated by a :class:`LiveFeed` made once per
+    session, model and detector, and its latest result as text (updated every second)."""
+    try:
+        from streamlit_webrtc import WebRtcMode, webrtc_streamer
+    except ImportError as exc:
+        st.error(f"The live webcam needs streamlit-webrtc and aiortc, which cannot be imported here ({exc}); "
+                 "install them with `pip install -r requirements.txt`.")
+        return
+    if st.session_state.get("live_feed_key") != (model_key, detector):
+        video = ExpressionRecognizer(classifier, detector).video_recognizer()
+        st.session_state.live_feed, st.session_state.live_feed_key = LiveFeed(video), (model_key, detector)
+    feed = st.session_state.live_feed
+    st.caption(f"Each frame goes through the same recognizer as the photos ({feed.recognizer.description}); "
+               "boxes, labels and the frame rate are drawn on the video. Switch off **Live webcam** to stop.")
+    context = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
+                              media_stream_constraints={"video": True, "audio": False},
+                              video_frame_callback=feed, desired_playing_state=True)
+    if context.state.playing:
+        _live_status(feed)
+    else:
+        st.info("Starting the camera: allow it when the browser asks (it works on localhost or over https).")
+
+
+# ---------------------------------------------------------------------------------------------
 # The page
 
 _LOCK = threading.Lock()  # the shared detector and classifier serve one page run at a time
@@ -456,9 +526,9 @@ def main() -> None:
     st.set_page_config(page_title="Facial expressions (FER2013)", page_icon=":slightly_smiling_face:", layout="wide")
     st.title("Facial expression recognition")
     st.markdown(
-        "Upload photos or take a webcam snapshot: every face is found, boxed and labelled with one of FER2013's "
-        "seven expressions (" + ", ".join(CLASS_NAMES) + "). The model is this project's released ONNX model "
-        "(about 46% accurate on FER2013's PrivateTest; people agree with FER2013's labels about 65% of the time). "
+        "Upload photos, take a webcam snapshot or run the live webcam: every face is found, boxed and labelled with "
+        "one of FER2013's seven expressions (" + ", ".join(CLASS_NAMES) + "). The model is this project's released "
+        f"ONNX model ({model_accuracy(model_path())}; people agree with FER2013's labels about 65% of the time). "
         "An expression is what a face shows, not what a person feels. Images stay in this app's memory only.")
 
     with st.sidebar:
@@ -486,6 +556,10 @@ def main() -> None:
         st.stop()
 
     model_key = f"{model_path()}@{model_path().stat().st_mtime}"  # a new model file: new results
+    if st.toggle("Live webcam", key="live_on", help="Labels every frame of your webcam as it runs (the browser asks "
+                 "for the camera). Switch it off for photos and snapshots."):
+        _live(classifier, detector, model_key)
+        return
     items, warnings = _inputs()
     for warning in warnings:
         st.warning(warning)

@@ -1,12 +1,24 @@
 """Command line: facial expressions in image files, a video or a webcam, with an ONNX model.
 
-    python -m fer_utils.cli predict IMAGE... [--format json|csv] [--detector haar|mtcnn] [--whole]
-    python -m fer_utils.cli run --source 0|clip.mp4|FOLDER [--out annotated.mp4] [--detector haar|mtcnn]
-                                [--detect-every N] [--tracker template|mil|hold] [--max-frames N] [--no-show]
+    python -m fer_utils.cli predict IMAGE|FOLDER... [--format json|csv] [--detector haar|mtcnn] [--whole]
+    python -m fer_utils.cli run --source 0|clip.mp4|FOLDER [--out annotated.mp4] [--csv frames.csv]
+                                [--detector haar|mtcnn] [--detect-every N] [--tracker template|mil|hold]
+                                [--max-frames N] [--seconds S] [--no-show]
     python -m fer_utils.cli make-clip clip.mp4 [--frames N]     (a test clip from a real face photo)
 
 Every command takes ``--model PATH`` (default: the released ``models/fer_champion.onnx``).
-Installed as the console script ``fer-predict``.
+Installed as the console script ``fer-predict``. Both commands run through
+``fer_utils.api.ExpressionRecognizer``, the Python API, so they give its answers.
+
+``predict`` reads each image (a folder stands for every image in it and its subfolders) and
+prints one JSON entry per image (``--format csv``: one row per face): each face has ``box``
+(x, y, width, height in pixels), ``label``, the seven ``probabilities`` (summing to 1) and
+``detector_score``, the face detector's confidence that the box is a face (not about the
+expression): for the Haar cascade the number of raw detections merged into the box (a whole
+number above 5, no fixed maximum, higher is surer), for MTCNN its face probability (0.9-1), and
+1 for an image taken whole as one face. With more than one image it shows a progress bar (on a
+terminal) and ends with a summary line on stderr. ``run --csv`` writes the same face columns
+for every frame (``frame``, ``time_s`` first; a frame without a face has one ``no face`` row).
 
 Each problem prints one line starting with ``error:`` on stderr (never a traceback), and the
 exit status says how it went:
@@ -14,23 +26,22 @@ exit status says how it went:
     0    ok; a photo without a face is a result too ("no face" in the output, a note on stderr)
     1    partial: some inputs failed (each has its error line), the others were processed
     2    bad input or bad model: nothing could be processed (a missing or damaged file, a folder
-         given as an image, an --out path that cannot be written, an ONNX file that is not a
-         7-class probability model, an invalid option)
+         without images, an --out or --csv path that cannot be written, an ONNX file that is not
+         a 7-class probability model, an invalid option)
     3    an unexpected internal error: the traceback goes to a log file named on stderr
          (``--debug`` prints it instead)
     130  interrupted (Ctrl+C); a partial video of a file or folder is not kept
 
 Limits: images up to 50 megapixels (``realtime.MAX_PIXELS``, checked before decoding) and at
 least 24x24 pixels (``realtime.MIN_FACE_SIDE``: smaller is not taken as a face); ``--margin``
-0-1; ``--out`` must end in .mp4 or .avi and is checked before any frame is processed. Files are
-written atomically: a failed or interrupted run leaves neither a partial nor a temporary file.
+0-1; ``--out`` must end in .mp4, .avi or .y4m and ``--csv`` in .csv; both are checked before the
+model loads. Files are written atomically: a failed or interrupted run leaves neither a partial
+nor a temporary file (from a camera, what was recorded before Ctrl+C is kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -38,107 +49,84 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from .config import CLASS_NAMES
-
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 NO_FACE_NOTE = ("no face found (the detector looks for frontal, upright faces; --detector mtcnn finds turned ones, "
                 "--whole takes the image as one face)")
 
 
-def _load_classifier(path: str | None, threads: int | None):
-    from .export import HOW_TO_GET_A_MODEL, RELEASED_MODEL, ModelFileError, OnnxClassifier
+def _recognizer(args):
+    from .api import ExpressionRecognizer
 
-    model = Path(path) if path else RELEASED_MODEL
-    if not model.exists():
-        what = "the released model is not in this checkout yet" if path is None else "no such file"
-        raise ModelFileError(f"no model at {model}: {what}; {HOW_TO_GET_A_MODEL}")
-    if model.suffix == ".keras":
-        raise ModelFileError(f"{model}: a Keras model; the CLI runs ONNX models: convert it with "
-                             "fer_utils.export.export_onnx (or notebook 09)")
-    return OnnxClassifier(model, threads=threads)
-
-
-def _detector(name: str, still: bool):
-    from .realtime import HaarDetector, MTCNNDetector
-
-    if name == "mtcnn":
-        return MTCNNDetector(width=640 if still else 320)
-    return HaarDetector(width=800 if still else 240)
+    return ExpressionRecognizer(args.model, args.detector, threads=args.threads, margin=args.margin)
 
 
 def _predict(args) -> int:
-    from .realtime import Recognizer, SourceError, read_image
+    from .api import batch_summary, results_table
 
-    recognizer = Recognizer(_load_classifier(args.model, args.threads), _detector(args.detector, still=True),
-                            margin=args.margin)
-    results, failed = [], 0
-    for name in args.images:
-        try:
-            image = read_image(name)
-            faces = recognizer.predict_image(image, whole=True if args.whole else None)
-        except SourceError as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
-            results.append({"image": name, "error": str(exc), "faces": []})
-            continue
-        results.append({"image": name, "width": int(image.shape[1]), "height": int(image.shape[0]), "faces": faces})
-        if not faces:
-            results[-1]["note"] = NO_FACE_NOTE
-            print(f"note: {name}: {NO_FACE_NOTE}", file=sys.stderr)
-    sys.stdout.write(_as_json(results) if args.format == "json" else _as_csv(results))
-    if failed == len(args.images):
+    recognizer = _recognizer(args)
+    batch = len(args.images) > 1 or any(Path(name).is_dir() for name in args.images)
+    results = recognizer.predict_many(args.images, whole=True if args.whole else None,
+                                      progress=batch and sys.stderr.isatty())
+    entries = []
+    for result in results:
+        entries.append(result.as_dict())
+        if result.error is not None:
+            print(f"error: {result.error}", file=sys.stderr)
+        elif not result.faces:
+            entries[-1]["note"] = NO_FACE_NOTE
+            print(f"note: {result.image}: {NO_FACE_NOTE}", file=sys.stderr)
+    sys.stdout.write(json.dumps(entries, indent=2) + "\n" if args.format == "json" else
+                     results_table(results).to_csv(index=False, lineterminator="\n"))
+    if batch:
+        print(f"summary: {batch_summary(results)}", file=sys.stderr)
+    failed = sum(r.error is not None for r in results)
+    if failed == len(results):
         return EXIT_ERROR
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
-def _as_json(results: list[dict]) -> str:
-    return json.dumps(results, indent=2) + "\n"
-
-
-def _as_csv(results: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["image", "face", "x", "y", "w", "h", "score", "label", *CLASS_NAMES])
-    for item in results:
-        if not item["faces"]:
-            writer.writerow([item["image"], "", "", "", "", "", "", "error" if "error" in item else "no face",
-                             *[""] * len(CLASS_NAMES)])
-        for i, face in enumerate(item["faces"]):
-            probabilities = face.get("probabilities", {})
-            writer.writerow([item["image"], i, *face["box"], face["score"], face["label"],
-                             *[probabilities.get(c, "") for c in CLASS_NAMES]])
-    return out.getvalue()
-
-
 def _run(args) -> int:
-    from .realtime import Recognizer, SourceError, check_video_path, has_display, run_pipeline
+    from .api import FrameTable
+    from .files import atomic_path
+    from .realtime import SourceError, check_output_path, check_video_path, has_display
 
-    if args.out:
-        check_video_path(args.out)  # before the model loads and any frame is processed
+    if args.out:  # both checked before the model loads and any frame is processed
+        check_video_path(args.out)
+    if args.csv:
+        check_output_path(args.csv, (".csv",), "table", "frames.csv")
     show = has_display() and not args.no_show
-    if not show and not args.out and not args.no_show:
-        print("note: no display here, so no window; add --out annotated.mp4 to save the annotated video",
-              file=sys.stderr)
-    classifier = _load_classifier(args.model, args.threads)
-    recognizer = Recognizer(classifier, _detector(args.detector, still=False), args.detect_every, args.tracker,
-                            margin=args.margin)
+    if not show and not args.out and not args.csv and not args.no_show:
+        print("note: no display here, so no window; add --out annotated.mp4 to save the annotated video "
+              "or --csv frames.csv for the table of expressions", file=sys.stderr)
+    recognizer = _recognizer(args)
+    table = FrameTable() if args.csv else None
     source = int(args.source) if args.source.strip().isdigit() else args.source
-    result = run_pipeline(source, recognizer, out=args.out, show=show, max_frames=args.max_frames,
-                          progress=sys.stderr.isatty())
+    result = recognizer.run_video(source, args.detect_every, args.tracker, out=args.out, show=show,
+                                  max_frames=args.max_frames, seconds=args.seconds, on_frame=table,
+                                  progress=sys.stderr.isatty())
     for problem in result.skipped:
         print(f"error: {problem}", file=sys.stderr)
     if result.frames == 0 and result.stopped != "interrupted":
         raise SourceError(f"{result.source}: no frame could be read" + ("; no video written" if args.out else ""))
-    print(f"source: {result.source}\ndetector: {recognizer.description}\n"
+    interrupted = result.stopped == "interrupted"
+    written = None
+    if table is not None and result.frames and (isinstance(source, int) or not interrupted):  # a camera's is kept
+        with atomic_path(args.csv, suffix=".csv") as tmp:
+            table.to_frame().to_csv(tmp, index=False)
+        written = args.csv
+    print(f"source: {result.source}\ndetector: {result.detector}\n"
           f"frames: {result.frames} ({result.frames_with_face} with a face, {result.faces} faces; {result.stopped})\n"
           f"FPS (wall clock, everything included): {result.fps:.1f}")
     if result.frames:
         print(result.stats.table().round(2).to_string())
     if result.video:
         print(f"annotated video: {result.video}")
-    if result.stopped == "interrupted":
-        if args.out and not result.video:
-            print(f"interrupted: {args.out} not written (a partial video of a file is not kept)", file=sys.stderr)
+    if written:
+        print(f"table of expressions ({len(table.rows)} rows): {written}")
+    if interrupted:
+        for path, done in ((args.out, result.video), (args.csv, written)):
+            if path and not done:
+                print(f"interrupted: {path} not written (a partial result of a file is not kept)", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_PARTIAL if result.skipped else EXIT_OK
 
@@ -190,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", parents=[common], help="expressions of the faces in image files")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files, or folders (every image in them and their subfolders)")
     predict.add_argument("--format", choices=("json", "csv"), default="json")
     predict.add_argument("--whole", action="store_true",
                          help="treat each image as one face crop, no detection (automatic for images up to 64 px)")
@@ -198,17 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="a webcam or a video, annotated live")
     run.add_argument("--source", required=True, help="camera index (0), a video file or a folder of images")
-    run.add_argument("--out", default=None, help="write the annotated video here (.mp4 or .avi)")
+    run.add_argument("--out", default=None, help="write the annotated video here (.mp4, .avi or .y4m)")
+    run.add_argument("--csv", default=None, metavar="FRAMES.csv",
+                     help="write one row per frame and face here: frame, time_s, box, detector_score, label, "
+                          "the seven probabilities")
     run.add_argument("--detect-every", type=_number(int, 1), default=1, metavar="N",
                      help="detect faces every N frames, track in between")
     run.add_argument("--tracker", choices=("template", "mil", "hold"), default="template",
                      help="how faces are followed between detections")
     run.add_argument("--max-frames", type=_number(int, 1), default=None, metavar="N", help="stop after N frames")
+    run.add_argument("--seconds", type=_number(float, 0.0), default=None, metavar="S",
+                     help="stop after S seconds of video (of a camera: of wall clock)")
     run.add_argument("--no-show", action="store_true", help="no window, even where a display exists")
     run.set_defaults(func=_run)
 
     clip = commands.add_parser("make-clip", parents=[debug], help="write a test clip made from a real face photo")
-    clip.add_argument("output", help="video file to write (.mp4 or .avi)")
+    clip.add_argument("output", help="video file to write (.mp4, .avi, or .y4m for Chromium's fake camera)")
     clip.add_argument("--frames", type=_number(int, 1), default=90)
     clip.add_argument("--fps", type=_number(float, 1.0, 240.0), default=15.0)
     clip.set_defaults(func=_make_clip)

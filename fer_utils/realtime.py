@@ -10,7 +10,10 @@ the faces in between (template matching, OpenCV's MIL tracker, or holding the la
 
 Sources (:func:`open_source`): a webcam index, a video file, a folder of images, one image, or
 an in-memory list of frames. Sinks: an OpenCV window (where a display exists), an annotated
-video file (mp4v, written atomically), frames kept in memory or updated inline in a notebook.
+video file (mp4v, written atomically), frames kept in memory or updated inline in a notebook,
+and any function called with each frame's faces (``run_pipeline(on_frame=...)``, what
+``fer_utils.api`` builds its per-frame table with). Still images go through
+:meth:`Recognizer.faces_in_image`, which the CLI, the browser app and ``fer_utils.api`` share.
 Bad input raises :class:`SourceError` (or ``export.ModelFileError``) with a message naming
 what is wrong; a frame without a face is drawn with a "no face" label.
 """
@@ -36,7 +39,10 @@ from .config import CLASS_NAMES, IMAGE_SIZE, quiet_native_stderr
 
 Box = tuple[int, int, int, int]  #: x, y, width, height in frame pixels
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = (".mp4", ".avi")  #: what :class:`VideoSink` writes (mp4v and MJPG)
+#: what :class:`VideoSink` writes: mp4v, MJPG, and uncompressed YUV 4:2:0 (.y4m, what Chromium's
+#: ``--use-file-for-fake-video-capture`` plays as a fake camera)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".y4m")
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".y4m": "I420"}
 MAX_PIXELS = 50_000_000  #: largest image read, in pixels (checked from the header, before decoding)
 MIN_FACE_SIDE = 24  #: smallest image taken as a face, in pixels per side (FER2013 faces are 48)
 WHOLE_FACE_MAX_SIDE = 64  #: an image this small is taken as one face crop, without detection
@@ -45,6 +51,15 @@ STAGES = ("read", "detect", "crop", "classify", "draw", "output")  #: timed per 
 CLASS_COLORS = ((40, 40, 220), (40, 140, 40), (160, 60, 160), (40, 200, 240), (200, 120, 40), (0, 140, 255),
                 (170, 170, 170))
 NO_FACE = "no face"
+#: Face detector settings by detector and use: still photos (the CLI's ``predict``, the app's
+#: photos, ``ExpressionRecognizer.predict``) and video frames (``run``, the live webcam,
+#: ``analyze_video``): a photo is searched at a higher resolution for smaller faces.
+DETECTOR_SETTINGS = {
+    ("haar", "still"): {"width": 800, "min_face": 0.05},
+    ("haar", "video"): {"width": 240},
+    ("mtcnn", "still"): {"width": 640},
+    ("mtcnn", "video"): {"width": 320},
+}
 
 
 class SourceError(RuntimeError):
@@ -54,24 +69,38 @@ class SourceError(RuntimeError):
 @dataclass
 class Face:
     """One face in a frame: its box, detector score, optional eye landmarks, and once
-    classified its probabilities ``(7,)``. ``tracked`` is True when the box was followed from
-    an earlier detection rather than detected in this frame."""
+    classified its probabilities ``(7,)`` and the 48x48 gray ``crop`` the model saw.
+    ``tracked`` is True when the box was followed from an earlier detection rather than
+    detected in this frame.
+
+    ``score`` is the face detector's confidence that the box holds a face, not anything about
+    the expression: MTCNN's face probability (0-1; faces under 0.9 are dropped); for the Haar
+    cascade, the number of raw detections merged into the box (a whole number, above 5 with the
+    default settings, with no fixed maximum: higher is surer); 1 for an image taken whole as one
+    face. Outputs name it ``detector_score``.
+    """
 
     box: Box
     score: float = 1.0
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None  #: (left, right) eye centres
     tracked: bool = False
     proba: np.ndarray | None = None
+    crop: np.ndarray | None = field(default=None, repr=False)  #: uint8 (48, 48), once classified
 
     @property
     def label(self) -> str:
         return CLASS_NAMES[int(np.argmax(self.proba))] if self.proba is not None else "?"
 
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """The seven probabilities by class name, in ``CLASS_NAMES`` order (empty before classification)."""
+        return {} if self.proba is None else {c: float(p) for c, p in zip(CLASS_NAMES, self.proba)}
+
     def as_dict(self) -> dict:
         """Plain data: box, detector score, label, probabilities by class."""
-        out = {"box": [int(v) for v in self.box], "score": round(float(self.score), 4), "label": self.label}
+        out = {"box": [int(v) for v in self.box], "detector_score": round(float(self.score), 4), "label": self.label}
         if self.proba is not None:
-            out["probabilities"] = {c: round(float(p), 6) for c, p in zip(CLASS_NAMES, self.proba)}
+            out["probabilities"] = {c: round(p, 6) for c, p in self.probabilities.items()}
         return out
 
 
@@ -169,13 +198,15 @@ class MTCNNDetector:
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
 
 
-def make_detector(name: str, **kwargs):
-    """A detector by name: ``haar`` or ``mtcnn`` (keyword arguments go to its constructor)."""
-    if name == "haar":
-        return HaarDetector(**kwargs)
-    if name == "mtcnn":
-        return MTCNNDetector(**kwargs)
-    raise ValueError(f"unknown detector {name!r}; choose 'haar' or 'mtcnn'")
+def make_detector(name: str, use: str | None = None, **kwargs):
+    """A detector by name: ``haar`` or ``mtcnn``. ``use``: ``still`` or ``video`` applies
+    :data:`DETECTOR_SETTINGS`; keyword arguments go to its constructor and override them."""
+    if name not in ("haar", "mtcnn"):
+        raise ValueError(f"unknown detector {name!r}; choose 'haar' or 'mtcnn'")
+    if use is not None and use not in ("still", "video"):
+        raise ValueError(f"use={use!r}: choose 'still' or 'video'")
+    settings = {**DETECTOR_SETTINGS.get((name, use), {}), **kwargs}
+    return HaarDetector(**settings) if name == "haar" else MTCNNDetector(**settings)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -400,7 +431,8 @@ class Recognizer:
         self.detector = make_detector(detector) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(self.detector, detect_every, tracker)
         self.margin, self.align, self.bars, self.show_fps = margin, align, bars, show_fps
-        self._recent = deque(maxlen=30)
+        self._recent = deque(maxlen=30)  #: processing ms of the last frames
+        self._arrivals = deque(maxlen=30)  #: perf_counter() at the start of the last frames
 
     @property
     def description(self) -> str:
@@ -412,10 +444,29 @@ class Recognizer:
         """Forget tracked faces (call between unrelated clips)."""
         self.tracker.reset()
         self._recent.clear()
+        self._arrivals.clear()
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames processed per second over the last (up to 30) frames, wall clock: the rate a
+        viewer sees, which a camera, a browser or the reading of a file may hold below what
+        processing alone allows (NaN before two frames)."""
+        if len(self._arrivals) < 2 or self._arrivals[-1] <= self._arrivals[0]:
+            return float("nan")
+        return (len(self._arrivals) - 1) / (self._arrivals[-1] - self._arrivals[0])
+
+    def status(self) -> str | None:
+        """The line drawn on annotated frames: frame rate, processing ms per frame, detector."""
+        if not self._recent:
+            return None
+        rate = self.frame_rate
+        rate_text = "" if math.isnan(rate) else f"{rate:.0f} FPS, "
+        return f"{rate_text}{np.mean(self._recent):.0f} ms/frame | {self.description}"
 
     def process(self, frame: np.ndarray, annotate: bool = True) -> FrameResult:
         """Detect, crop, classify and (if ``annotate``) draw one BGR frame (the input is not modified)."""
         t0 = time.perf_counter()
+        self._arrivals.append(t0)
         frame = _to_bgr(frame)
         faces = self.tracker.update(frame)
         t1 = time.perf_counter()
@@ -424,23 +475,22 @@ class Recognizer:
             if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         t2 = time.perf_counter()
         if faces:
-            for face, p in zip(faces, np.asarray(self.classifier(crops))):
-                face.proba = p
+            for face, crop, p in zip(faces, crops, np.asarray(self.classifier(crops))):
+                face.crop, face.proba = crop, p
         t3 = time.perf_counter()
         annotated = frame.copy()
         if annotate:
-            status = None
-            if self.show_fps and self._recent:
-                status = f"{1000 / np.mean(self._recent):.0f} FPS | {self.description}"
-            draw_faces(annotated, faces, self.bars, status)
+            draw_faces(annotated, faces, self.bars, self.status() if self.show_fps else None)
         t4 = time.perf_counter()
         timings = {"detect": 1000 * (t1 - t0), "crop": 1000 * (t2 - t1), "classify": 1000 * (t3 - t2),
                    "draw": 1000 * (t4 - t3)}
         self._recent.append(sum(timings.values()))
         return FrameResult(annotated, faces, timings)
 
-    def predict_image(self, image: np.ndarray, whole: bool | None = None) -> list[dict]:
-        """Faces in one still image (BGR or gray) as dicts (box, score, label, probabilities).
+    def faces_in_image(self, image: np.ndarray, whole: bool | None = None) -> list[Face]:
+        """The classified faces of one still image (BGR or gray), largest first, each with its
+        crop: a fresh detection (nothing is tracked from an earlier image). What the CLI's
+        ``predict``, the browser app and ``ExpressionRecognizer.predict`` all run.
 
         ``whole=True`` treats the whole image as one face (e.g. a FER2013 48x48 image); None
         does so for images at most :data:`WHOLE_FACE_MAX_SIDE` pixels on each side. An image
@@ -450,16 +500,17 @@ class Recognizer:
         check_face_size(image.shape[1], image.shape[0])
         if whole is None:
             whole = max(image.shape[:2]) <= WHOLE_FACE_MAX_SIDE
-        if whole:
-            h, w = image.shape[:2]
-            faces = [Face((0, 0, w, h))]
-            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            crop = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-            faces[0].proba = np.asarray(self.classifier(crop[None]))[0]
-        else:
+        if not whole:
             self.tracker.reset()
-            faces = self.process(image, annotate=False).faces
-        return [f.as_dict() for f in faces]
+            return self.process(image, annotate=False).faces
+        h, w = image.shape[:2]
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        crop = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+        return [Face((0, 0, w, h), proba=np.asarray(self.classifier(crop[None]))[0], crop=crop)]
+
+    def predict_image(self, image: np.ndarray, whole: bool | None = None) -> list[dict]:
+        """:meth:`faces_in_image` as plain dicts (box, detector_score, label, probabilities)."""
+        return [f.as_dict() for f in self.faces_in_image(image, whole)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,11 +669,19 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     missing, a folder, unreadable, damaged, too large or too small."""
     path = Path(path)
     if path.is_dir():
-        raise SourceError(f"{path}: is a folder, not an image file (`run --source {path}` goes through a folder)")
+        raise SourceError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
     rgb, _, _ = decode_photo(path, str(path), max_pixels)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The image files (:data:`IMAGE_SUFFIXES`) in ``folder`` (and its subfolders if
+    ``recursive``), sorted by path; hidden files (names starting with a dot) are left out."""
+    found = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                  and p.is_file())
 
 
 def open_images(paths: list[Path], name: str) -> FrameSource:
@@ -651,7 +710,7 @@ def open_source(source) -> FrameSource:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = image_files(path)
             if not images:
                 raise SourceError(f"{path}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             return open_images(images, f"{path} ({len(images)} images)")
@@ -682,15 +741,16 @@ def has_display() -> bool:
     return True
 
 
-def check_video_path(path: str | os.PathLike) -> Path:
-    """``path`` if a video can be written there, else :class:`SourceError` saying why: not
-    ``.mp4``/``.avi``, an existing folder, a folder on the way that is a file, or a folder
-    without write permission. Checked before any work is done."""
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, example: str) -> Path:
+    """``path`` if a ``what`` file (e.g. "video") can be written there, else :class:`SourceError`
+    saying why: a name not ending in one of ``suffixes``, an existing folder (the message suggests
+    ``path/example``), a folder on the way that is a file, or a folder without write permission.
+    Checked before any work is done."""
     path = Path(path)
     if path.is_dir():
-        raise SourceError(f"{path}: is a folder; name the video file to write, e.g. {path / 'annotated.mp4'}")
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise SourceError(f"{path}: a video file name must end in {' or '.join(VIDEO_SUFFIXES)}")
+        raise SourceError(f"{path}: is a folder; name the {what} file to write, e.g. {path / example}")
+    if path.suffix.lower() not in suffixes:
+        raise SourceError(f"{path}: a {what} file name must end in {' or '.join(suffixes)}")
     existing = next(p for p in path.absolute().parents if p.exists())
     if not existing.is_dir():
         raise SourceError(f"{path}: cannot be written: {existing} is a file, not a folder")
@@ -699,8 +759,13 @@ def check_video_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_video_path(path: str | os.PathLike) -> Path:
+    """:func:`check_output_path` for an annotated video (:data:`VIDEO_SUFFIXES`)."""
+    return check_output_path(path, VIDEO_SUFFIXES, "video", "annotated.mp4")
+
+
 class VideoSink:
-    """Writes BGR frames to an mp4 (mp4v) or avi (MJPG) file, atomically (temp file, renamed on
+    """Writes BGR frames to an mp4 (mp4v), avi (MJPG) or y4m (raw YUV 4:2:0) file, atomically (temp file, renamed on
     close; :meth:`abort` or a failed close removes it). The path is checked on creation
     (:func:`check_video_path`)."""
 
@@ -713,11 +778,12 @@ class VideoSink:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.size = (frame.shape[1], frame.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+            with quiet_native_stderr():  # FFmpeg notes that y4m has no codec tag (it writes raw I420 all the same)
+                self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
                 self.writer = None
-                raise SourceError(f"{self.path}: OpenCV cannot write a video there (use .mp4 or .avi)")
+                raise SourceError(f"{self.path}: OpenCV cannot write a video there (use {' or '.join(VIDEO_SUFFIXES)})")
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size)
         self.writer.write(_to_bgr(frame))
@@ -842,6 +908,7 @@ class RunResult:
     stopped: str
     labels: list[list[str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  #: "path: reason" of images that could not be read
+    detector: str = ""  #: the recognizer's description: detector, and tracking between detections
 
     @property
     def fps(self) -> float:
@@ -850,16 +917,21 @@ class RunResult:
 
 def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None = None, show: bool = False,
                  inline: bool = False, max_frames: int | None = None, keep: int = 0, keep_every: int = 1,
-                 progress: bool = True) -> RunResult:
+                 progress: bool = True, seconds: float | None = None, annotate: bool = True,
+                 on_frame: Callable[[int, float, list[Face]], None] | None = None) -> RunResult:
     """Run ``recognizer`` over every frame of ``source`` (see :func:`open_source`).
 
     ``out``: write the annotated frames to this video file; ``show``: an OpenCV window (only
     where a display exists; q or Esc stops); ``inline``: update an image in the notebook cell;
     ``keep``: keep up to that many annotated frames (every ``keep_every``-th) in memory;
-    ``max_frames``: stop after that many frames (a camera otherwise runs until stopped;
-    Ctrl+C / interrupting the kernel stops cleanly, ``stopped == "interrupted"``: a camera's video
-    is kept, a file's or folder's partial video is not written). Raises :class:`SourceError` for a
-    source or sink that cannot be used, before any frame is processed for the sink.
+    ``on_frame(index, seconds, faces)``: called with each frame's classified faces and its time
+    (a file's or folder's frame index over its frame rate; a camera's wall clock since the start);
+    ``max_frames``: stop after that many frames, ``seconds``: at that time (a camera otherwise
+    runs until stopped; Ctrl+C / interrupting the kernel stops cleanly, ``stopped ==
+    "interrupted"``: a camera's video is kept, a file's or folder's partial video is not written);
+    ``annotate=False`` skips drawing when nothing shows or keeps the frames. Raises
+    :class:`SourceError` for a source or sink that cannot be used, before any frame is processed
+    for the sink.
     """
     recognizer.reset()
     stats, kept, labels = LatencyStats(), [], []
@@ -867,6 +939,7 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
     window = show and has_display()
     if show and not window:
         print("no display here: not opening a window (write a video with out=... instead)", file=sys.stderr)
+    annotate = annotate or bool(out or window or inline or keep)
     stopped = "end of source"
     if out:
         check_video_path(out)
@@ -874,18 +947,26 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
         sink = VideoSink(out, frames.fps) if out else None
         display = InlineDisplay() if inline else None
         total = min(x for x in (frames.length, max_frames) if x) if (frames.length or max_frames) else None
+        if seconds and not frames.live:
+            total = min(x for x in (total, math.ceil(seconds * frames.fps)) if x)
         bar = tqdm(total=total, desc=f"frames ({recognizer.description})", disable=not progress, leave=False)
         iterator = iter(frames)
         start = time.perf_counter()
         try:
             while max_frames is None or stats.frames < max_frames:
                 t0 = time.perf_counter()
+                at = t0 - start if frames.live else stats.frames / frames.fps
+                if seconds is not None and at >= seconds:
+                    stopped = f"seconds ({seconds:g})"
+                    break
                 frame = next(iterator, None)
                 if frame is None:
                     break
                 t1 = time.perf_counter()
-                result = recognizer.process(frame)
+                result = recognizer.process(frame, annotate)
                 t2 = time.perf_counter()
+                if on_frame is not None:
+                    on_frame(stats.frames, at, result.faces)
                 if sink is not None:
                     sink.write(result.annotated)
                 if display is not None:
@@ -920,7 +1001,7 @@ def run_pipeline(source, recognizer: Recognizer, out: str | os.PathLike | None =
                 cv2.destroyAllWindows()
         video = sink.close() if sink is not None else None
     return RunResult(stats, stats.frames, frames_with_face, faces_total, kept, video, frames.name, stopped, labels,
-                     list(frames.skipped))
+                     list(frames.skipped), recognizer.description)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_an_interrupted_predict_exits_130(model, photos, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(realtime.Recognizer, "predict_image", interrupt)
+    monkeypatch.setattr(realtime.Recognizer, "faces_in_image", interrupt)
     code, _, err = predict(capsys, photos / "astronaut.png", "--model", model)
     assert code == cli.EXIT_INTERRUPTED and err.strip() == "interrupted"
 
@@ -277,10 +277,61 @@ def test_out_of_range_options_are_refused(photos, capsys, option):
         realtime.Recognizer(lambda x: x, realtime.HaarDetector(), margin=-5)
 
 
-def test_a_folder_given_to_predict_says_it_is_a_folder(model, photos, capsys):
+def test_a_folder_given_to_predict_is_searched_for_images(model, photos, tmp_path, capsys):
     code, out, err = predict(capsys, photos, "--model", model)
-    assert code == cli.EXIT_ERROR and f"error: {photos}: is a folder, not an image file" in err
-    assert json.loads(out)[0]["error"].endswith("goes through a folder)")
+    results = json.loads(out)
+    assert code == cli.EXIT_OK and [r["image"] for r in results] == [str(photos / "astronaut.png"),
+                                                                    str(photos / "coffee.png")]
+    assert len(results[0]["faces"]) == 1 and results[1]["faces"] == [] and not error_lines(err)
+    assert err.splitlines()[-1] == "summary: 2 images: 1 with a face (1 face), 1 without a face, 0 failed"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = predict(capsys, empty, "--model", model)
+    assert code == cli.EXIT_ERROR and error_lines(err) == [f"error: {empty}: a folder without images (.bmp, .jpeg, "
+                                                           ".jpg, .png, .tif, .tiff, .webp)"]
+    assert json.loads(out)[0]["error"].startswith(f"{empty}: a folder without images")
+
+
+@pytest.mark.parametrize("csv_path, message", [
+    ("folder", "folder: is a folder; name the table file to write, e.g. {tmp}/folder/frames.csv"),
+    ("frames.txt", "frames.txt: a table file name must end in .csv"),
+    ("a_file/frames.csv", "cannot be written: {tmp}/a_file is a file, not a folder"),
+])
+def test_run_refuses_an_unwritable_csv_before_processing(clip, tmp_path, capsys, csv_path, message, monkeypatch):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setattr(realtime.Recognizer, "process", lambda *a, **k: pytest.fail("a frame was processed"))
+    code, out, err = run(capsys, "--source", clip, "--csv", tmp_path / csv_path, "--model", "absent.onnx")
+    assert code == cli.EXIT_ERROR and out == "" and error_lines(err) == [err.strip()]
+    assert message.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert leftovers(tmp_path) == [] and not list((tmp_path / "folder").iterdir())
+
+
+def test_an_interrupted_run_writes_no_partial_table(model, clip, tmp_path, capsys, monkeypatch):
+    process = realtime.Recognizer.process
+
+    def stop_at_frame_3(self, frame, annotate=True):
+        self.seen = getattr(self, "seen", 0) + 1
+        if self.seen == 3:
+            raise KeyboardInterrupt
+        return process(self, frame, annotate)
+
+    monkeypatch.setattr(realtime.Recognizer, "process", stop_at_frame_3)
+    table = tmp_path / "frames.csv"
+    code, printed, err = run(capsys, "--source", clip, "--csv", table, "--model", model)
+    assert code == cli.EXIT_INTERRUPTED and "frames: 2" in printed and f"{table} not written" in err
+    assert not table.exists() and leftovers(tmp_path) == []
+
+
+def test_a_failed_write_of_the_table_leaves_nothing(model, clip, tmp_path, capsys, monkeypatch):
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    table = tmp_path / "out" / "frames.csv"
+    code, _, err = run(capsys, "--source", clip, "--csv", table, "--model", model)
+    assert code == cli.EXIT_ERROR and "No space left on device" in err and "Traceback" not in err
+    assert not table.exists() and leftovers(tmp_path) == []
 
 
 def truncated_jpeg(folder):

@@ -96,3 +96,42 @@ def test_run_bad_sources_are_clear_errors(model, tmp_path, capsys, source, messa
 def test_make_clip_command(tmp_path, capsys):
     assert cli.main(["make-clip", str(tmp_path / "c.mp4"), "--frames", "5"]) == 0
     assert len(realtime.read_video(tmp_path / "c.mp4")) == 5
+
+
+def test_predict_a_folder_tree_as_csv_with_a_summary_line(model, astronaut, tmp_path, capsys):
+    (tmp_path / "album" / "2024").mkdir(parents=True)
+    for target in (tmp_path / "album" / "a.png", tmp_path / "album" / "2024" / "b.jpg"):
+        cv2.imwrite(str(target), cv2.imread(str(astronaut)))
+    (tmp_path / "album" / "2024" / "c.png").write_bytes(b"")
+    code = cli.main(["predict", str(tmp_path / "album"), "--model", str(model), "--format", "csv"])
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == cli.EXIT_PARTIAL and [r["image"] for r in rows] == [
+        str(tmp_path / "album" / p) for p in ("2024/b.jpg", "2024/c.png", "a.png")]
+    assert [r["label"] in CLASS_NAMES for r in rows] == [True, False, True] and rows[1]["label"] == "error"
+    assert list(rows[0])[:8] == ["image", "face", "x", "y", "w", "h", "detector_score", "label"]
+    assert rows[0]["face"] == "0" and float(rows[0]["detector_score"]) > 5
+    assert err.splitlines() == [f"error: {tmp_path / 'album' / '2024' / 'c.png'}: the file is empty",
+                                "summary: 3 images: 2 with a face (2 faces), 0 without a face, 1 failed"]
+
+
+def test_run_writes_the_table_of_expressions(model, tmp_path, capsys):
+    import pandas as pd
+
+    from fer_utils import ExpressionRecognizer
+
+    clip = tmp_path / "clip.mp4"
+    realtime.make_test_clip(12, no_face_frames=2, path=clip)
+    table = tmp_path / "tables" / "frames.csv"
+    code = cli.main(["run", "--source", str(clip), "--csv", str(table), "--model", str(model), "--seconds", "0.6",
+                     "--no-show"])
+    printed = capsys.readouterr().out
+    assert code == cli.EXIT_OK and f"table of expressions (9 rows): {table}" in printed
+    assert "frames: 9 (7 with a face, 7 faces; seconds (0.6))" in printed
+    written = pd.read_csv(table)
+    assert list(written.columns) == ["frame", "time_s", "face", "x", "y", "w", "h", "detector_score", "label",
+                                     *CLASS_NAMES]
+    assert list(written.frame) == list(range(9)) and list(written.label[:2]) == ["no face"] * 2
+    expected = ExpressionRecognizer(model).analyze_video(clip, seconds=0.6, progress=False)  # the same answer
+    pd.testing.assert_frame_equal(written, expected.astype({c: "float64" for c in ("face", "x", "y", "w", "h")})
+                                  .astype({"label": "object"}), check_dtype=False)
