@@ -9,7 +9,7 @@ import contextlib
 import os
 import random
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,6 @@ class Profile:
 
     ``max_train_per_class`` caps the training images per class (None = all);
     ``time_budget_s`` caps one model's training time (None = no cap).
-    ``extra`` holds notebook-specific settings (e.g. the width of a network).
     """
 
     name: str
@@ -67,11 +66,6 @@ class Profile:
     max_train_per_class: int | None = None
     time_budget_s: float | None = None
     synthetic_size: int = 3500
-    extra: dict = field(default_factory=dict)
-
-    def with_(self, **changes) -> "Profile":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
 
 
 PROFILES: dict[str, Profile] = {

@@ -141,9 +141,19 @@ def run_notebook(notebook: Path, profile: str, data_path: str | None, reports_di
     return output
 
 
-def _absolute_if_path(value: str) -> str:
-    """Notebooks run inside notebooks/, so a parameter naming an existing path is made absolute."""
-    return str(Path(value).resolve()) if value and Path(value).exists() else value
+def parse_parameter(text: str) -> tuple[str, object]:
+    """A ``-p NAME=VALUE`` option: the value read as YAML, as papermill's own ``-y`` option reads
+    parameters (``True``, ``3``, ``0.5``, ``[ros, smote]``; anything else, and an empty value, stays
+    a string). Notebooks run inside notebooks/, so a string naming an existing path is made absolute."""
+    import yaml
+
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise ValueError(f"-p {text!r}: expected NAME=VALUE")
+    value = yaml.safe_load(raw) if raw.strip() else raw
+    if isinstance(value, str) and value and Path(value).exists():
+        value = str(Path(value).resolve())
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
               f"sizes (minutes, not the {args.profile} profile's hours; --data synthetic keeps it)", flush=True)
         args.profile = "smoke"
     reports_dir = resolve_reports_dir(args.reports_dir, args.profile, synthetic=data_path is None)
-    extra = {name: _absolute_if_path(value) for name, value in (p.split("=", 1) for p in args.param)}
+    try:
+        extra = dict(parse_parameter(p) for p in args.param)
+    except ValueError as err:
+        parser.error(str(err))
     notebooks = list_notebooks(args.notebooks)
     print(f"data: {data_path or 'none found: synthetic stand-in'}\nprofile: {args.profile}\n"
           f"reports: {reports_dir}\nnotebooks: {', '.join(p.name for p in notebooks)}", flush=True)

@@ -72,6 +72,17 @@ def test_pipeline_selects_notebooks_by_number():
         pipeline.list_notebooks(["98"])
 
 
+def test_pipeline_reads_notebook_parameters_as_yaml(tmp_path):
+    assert pipeline.parse_parameter("allow_scratch=True") == ("allow_scratch", True)
+    assert pipeline.parse_parameter("n_others=3") == ("n_others", 3)
+    assert pipeline.parse_parameter("rate=0.5") == ("rate", 0.5)
+    assert pipeline.parse_parameter("methods=[ros, smote]") == ("methods", ["ros", "smote"])
+    assert pipeline.parse_parameter("compare_data_path=") == ("compare_data_path", "")
+    assert pipeline.parse_parameter(f"compare_data_path={tmp_path}") == ("compare_data_path", str(tmp_path.resolve()))
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        pipeline.parse_parameter("allow_scratch")
+
+
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         config.get_profile("fast")
