@@ -20,9 +20,9 @@ Methods (``METHODS``), all with imbalanced-learn's samplers where one exists:
   (``pca_components``, default 64) of the resampled images, not on all 2304 pixels, so it takes
   seconds to minutes on a 2-core CPU; the rows it keeps are taken from the pixel-space set.
   ``clean_space="pixels"`` runs it on the raw pixels instead (slower, same idea);
-* ``augment``: augmented copies (horizontal flip, rotation, shift, scale, Gaussian noise; seeded,
-  OpenCV) of the images of every class below the target, up to the target (default: largest),
-  as in write-up 004's "balanced by augmentation".
+* ``augment``: augmented copies of the images of every class below the target, up to the target
+  (default: largest), as in write-up 004's "balanced by augmentation", made by the training
+  augmentation (``train.make_augmenter("standard")``: flip, shift, rotation, zoom, noise; seeded).
 
 ``target`` is an int or one of ``"max"``, ``"min"``, ``"median"``, ``"mean"`` (of the class
 counts). Over-samplers raise every class below it to it, ``rus`` lowers every class above it to
@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import cv2
 import numpy as np
 import pandas as pd
 import psutil
@@ -299,29 +298,14 @@ def _smote(x, y, counts, target, seed, k_neighbors=5, n_jobs=None, clean=None, c
     return images, ys, synthetic, source, notes
 
 
-def augment_image(image: np.ndarray, rng: np.random.Generator, max_rotation: float = 15.0,
-                  max_shift: float = 3.0, scale_range: tuple[float, float] = (0.9, 1.1),
-                  noise_std: float = 3.0, flip: bool = True) -> np.ndarray:
-    """One random augmentation of a uint8 ``(H, W)`` image: horizontal flip (p = 0.5), rotation
-    (uniform in +-``max_rotation`` degrees), scale (uniform in ``scale_range``), shift (uniform in
-    +-``max_shift`` pixels per axis), borders reflected, then Gaussian noise (``noise_std`` grey
-    levels). Returns uint8 ``(H, W)``."""
-    h, w = image.shape
-    if flip and rng.random() < 0.5:
-        image = image[:, ::-1]
-    angle = rng.uniform(-max_rotation, max_rotation)
-    scale = rng.uniform(*scale_range)
-    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
-    matrix[:, 2] += rng.uniform(-max_shift, max_shift, size=2)
-    out = cv2.warpAffine(np.ascontiguousarray(image, dtype=np.float32), matrix, (w, h),
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    if noise_std > 0:
-        out += rng.normal(0.0, noise_std, size=out.shape).astype(np.float32)
-    return _to_uint8(out)
+def _augment(x, y, counts, target, seed, progress=True, batch_size=256, **_):
+    """Augmented copies of the images of every class below the target, each drawn about equally
+    often, made by the training augmentation (``train.make_augmenter("standard")``: the same
+    Keras layers and settings as augmented training)."""
+    from .config import import_keras
+    from .train import make_augmenter  # Keras: imported only when augmenting
 
-
-def _augment(x, y, counts, target, seed, progress=True, max_rotation=15.0, max_shift=3.0,
-             scale_range=(0.9, 1.1), noise_std=3.0, flip=True, **_):
+    keras = import_keras()
     rng = np.random.default_rng(seed)
     sources = []
     for c, n in enumerate(counts):
@@ -330,9 +314,12 @@ def _augment(x, y, counts, target, seed, progress=True, max_rotation=15.0, max_s
             reps = -(-(target - n) // n)  # each image used about equally often
             sources.append(np.concatenate([rng.permutation(idx) for _ in range(reps)])[: target - n])
     sources = np.concatenate(sources) if sources else np.zeros(0, np.int64)
+    augmenter = make_augmenter("standard", seed=seed)
     new = np.empty((len(sources),) + x.shape[1:], np.uint8)
-    for i, s in enumerate(tqdm(sources, desc="augmenting", unit=" img", disable=not progress, leave=False)):
-        new[i] = augment_image(x[s], rng, max_rotation, max_shift, scale_range, noise_std, flip)
+    for lo in tqdm(range(0, len(sources), batch_size), desc="augmenting", unit=" batch", disable=not progress,
+                   leave=False):
+        batch = x[sources[lo:lo + batch_size], ..., None].astype(np.float32)
+        new[lo:lo + len(batch)] = _to_uint8(keras.ops.convert_to_numpy(augmenter(batch, training=True))[..., 0])
     n = len(y)
     images = np.concatenate([x, new])
     labels = np.concatenate([y, y[sources]])
@@ -354,8 +341,8 @@ def balance(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0, target: in
     ``"max"``/``"min"``/``"median"``/``"mean"``; None = the method's default).
     ``options``: ``k_neighbors`` (SMOTE, default 5, reduced with a note when a class is smaller),
     ``n_jobs`` (default None: scikit-learn's brute-force neighbour search already uses every core), ``clean_space`` (``"pca"`` or ``"pixels"``) and ``pca_components``
-    (default 64) for smote_tomek/smote_enn, ``max_rotation`` (degrees), ``max_shift`` (pixels),
-    ``scale_range``, ``noise_std`` (grey levels), ``flip`` for augment, ``progress`` (tqdm bars).
+    (default 64) for smote_tomek/smote_enn, ``batch_size`` (default 256) for augment, ``progress``
+    (tqdm bars).
     The inputs are not modified. Raises ValueError for an unknown method, empty input, or a
     class too small for SMOTE.
     """
