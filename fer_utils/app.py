@@ -420,9 +420,13 @@ def _live(classifier, detector: str, model_key: str) -> None:
     feed = st.session_state.live_feed
     st.caption(f"Each frame goes through the same recognizer as the photos ({feed.recognizer.description}); "
                "boxes, labels and the frame rate are drawn on the video. Switch off **Live webcam** to stop.")
-    context = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
-                              media_stream_constraints={"video": True, "audio": False},
-                              video_frame_callback=feed, desired_playing_state=True)
+    try:
+        context = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
+                                  media_stream_constraints={"video": True, "audio": False},
+                                  video_frame_callback=feed, desired_playing_state=True)
+    except Exception as exc:  # noqa: BLE001  (the page shows a message, never a traceback)
+        st.error(f"The live webcam cannot start here ({type(exc).__name__}: {exc}).")
+        return
     if context.state.playing:
         _live_status(feed)
     else:
