@@ -17,6 +17,7 @@ import numpy as np
 from . import config
 from .config import KNOWN_FINGERPRINTS, USAGES, Profile
 from .data import FERDataset, find_dataset, load_fer2013, sample_per_class
+from .files import atomic_path
 from .synthetic import make_synthetic_fer
 
 
@@ -56,12 +57,10 @@ class NotebookRun:
         """
         import matplotlib.pyplot as plt
 
-        self.figures_dir.mkdir(parents=True, exist_ok=True)
         path = self.figures_dir / f"{self.notebook}_{name}.png"
-        tmp = path.with_name(path.stem + ".tmp.png")
         try:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
         finally:
             plt.close(fig)
         show_image(path)
@@ -69,12 +68,9 @@ class NotebookRun:
 
     def save_table(self, table, name: str) -> Path:
         """Save a pandas table as ``<reports_dir>/tables/<notebook>_<name>.csv`` (atomic)."""
-        folder = self.reports_dir / "tables"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.notebook}_{name}.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        table.to_csv(tmp)
-        os.replace(tmp, path)
+        path = self.reports_dir / "tables" / f"{self.notebook}_{name}.csv"
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp)
         return path
 
     def quick_model_record(self) -> dict:
