@@ -138,12 +138,17 @@ def results_table(results: Iterable[ImageResult]) -> pd.DataFrame:
     return _table(rows, {"image": "string"})
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 face``, ``2 faces``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def batch_summary(results: list[ImageResult]) -> str:
     """One line, e.g. ``12 images: 10 with a face (14 faces), 1 without a face, 1 failed``."""
     failed = sum(r.error is not None for r in results)
     with_face = sum(bool(r.faces) for r in results)
     faces = sum(len(r.faces) for r in results)
-    return (f"{len(results)} image{'s' * (len(results) != 1)}: {with_face} with a face ({faces} face{'s' * (faces != 1)}), "
+    return (f"{_count(len(results), 'image')}: {with_face} with a face ({_count(faces, 'face')}), "
             f"{len(results) - with_face - failed} without a face, {failed} failed")
 
 

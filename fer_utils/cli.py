@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracker", choices=("template", "mil", "hold"), default="template",
                      help="how faces are followed between detections")
     run.add_argument("--max-frames", type=_number(int, 1), default=None, metavar="N", help="stop after N frames")
-    run.add_argument("--seconds", type=_number(float, 0.0), default=None, metavar="S",
+    run.add_argument("--seconds", type=_number(float, 0.01), default=None, metavar="S",
                      help="stop after S seconds of video (of a camera: of wall clock)")
     run.add_argument("--no-show", action="store_true", help="no window, even where a display exists")
     run.set_defaults(func=_run)

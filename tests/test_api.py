@@ -108,9 +108,10 @@ def test_predict_many_goes_through_folders_recursively(recognizer, photos, tmp_p
     (batch / "notes.txt").write_text("not an image, not listed")
     results = recognizer.predict_many([batch, photos / "sheet.png", tmp_path / "missing.jpg", batch / "empty"],
                                       progress=False)
-    assert [r.image for r in results] == [str(batch / "a.png"), str(batch / "sub" / "broken.jpg"),
-                                          str(batch / "sub" / "coffee.png"), str(batch / "sub" / "deeper" / "b.PNG"),
-                                          str(photos / "sheet.png"), str(tmp_path / "missing.jpg"), str(batch / "empty")]
+    assert [r.image for r in results] == [
+        str(batch / "a.png"), str(batch / "sub" / "broken.jpg"), str(batch / "sub" / "coffee.png"),
+        str(batch / "sub" / "deeper" / "b.PNG"), str(photos / "sheet.png"), str(tmp_path / "missing.jpg"),
+        str(batch / "empty")]
     assert [len(r.faces) for r in results][:4] == [1, 0, 0, 1] and len(results[4].faces) >= 4
     assert "broken.jpg: not an image" in results[1].error and "missing.jpg: no such image file" in results[5].error
     assert results[6].error.endswith(")") and "a folder without images" in results[6].error
