@@ -4,7 +4,7 @@
 
     recognizer = ExpressionRecognizer()                       # the released ONNX model, Haar detector
     for face in recognizer.predict("photo.jpg"):              # largest face first
-        print(face.box, face.label, face.probabilities, face.score)
+        print(face.box, face.label, face.probabilities, face.detector_score)
     table = recognizer.analyze_video("clip.mp4", seconds=10)  # pandas: one row per frame and face
     plot_timeline(table)
 
@@ -112,7 +112,7 @@ def face_row(index: int | None, face: Face | None) -> dict:
     if face is None:
         return {"face": pd.NA, **dict.fromkeys(BOX_COLUMNS, pd.NA), "detector_score": np.nan, "label": NO_FACE,
                 **dict.fromkeys(CLASS_NAMES, np.nan)}
-    return {"face": index, **dict(zip(BOX_COLUMNS, (int(v) for v in face.box))), "detector_score": float(face.score),
+    return {"face": index, **dict(zip(BOX_COLUMNS, (int(v) for v in face.box))), "detector_score": face.detector_score,
             "label": face.label, **{c: round(p, 6) for c, p in face.probabilities.items()}}
 
 
@@ -231,7 +231,7 @@ class ExpressionRecognizer:
     def predict(self, image, whole: bool | None = None, bgr: bool = False) -> list[Face]:
         """The faces in one image, largest first: each has ``box`` (x, y, width, height in
         pixels), ``label``, ``probabilities`` (dict by class), ``proba`` (array ``(7,)``),
-        ``score`` (the detector's confidence, see :class:`realtime.Face`) and ``crop`` (the 48x48
+        ``detector_score`` (the detector's confidence, see :class:`realtime.Face`) and ``crop`` (the 48x48
         gray face the model saw). ``image``: a path, encoded bytes, a PIL image or an RGB array
         (``bgr=True`` for OpenCV's order); ``whole=True`` takes the whole image as one face.
         An empty list when no face is found."""

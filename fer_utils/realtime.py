@@ -77,7 +77,7 @@ class Face:
     the expression: MTCNN's face probability (0-1; faces under 0.9 are dropped); for the Haar
     cascade, the number of raw detections merged into the box (a whole number, above 5 with the
     default settings, with no fixed maximum: higher is surer); 1 for an image taken whole as one
-    face. Outputs name it ``detector_score``.
+    face. Outputs (and :attr:`detector_score`) name it ``detector_score``.
     """
 
     box: Box
@@ -92,13 +92,18 @@ class Face:
         return CLASS_NAMES[int(np.argmax(self.proba))] if self.proba is not None else "?"
 
     @property
+    def detector_score(self) -> float:
+        """``score``, by the name the CLI's JSON and CSV and the API's tables give it."""
+        return float(self.score)
+
+    @property
     def probabilities(self) -> dict[str, float]:
         """The seven probabilities by class name, in ``CLASS_NAMES`` order (empty before classification)."""
         return {} if self.proba is None else {c: float(p) for c, p in zip(CLASS_NAMES, self.proba)}
 
     def as_dict(self) -> dict:
         """Plain data: box, detector score, label, probabilities by class."""
-        out = {"box": [int(v) for v in self.box], "detector_score": round(float(self.score), 4), "label": self.label}
+        out = {"box": [int(v) for v in self.box], "detector_score": round(self.detector_score, 4), "label": self.label}
         if self.proba is not None:
             out["probabilities"] = {c: round(p, 6) for c, p in self.probabilities.items()}
         return out

@@ -58,7 +58,7 @@ def test_predict_a_photo_gives_box_label_probabilities_and_detector_score(recogn
     assert list(face.probabilities) == list(CLASS_NAMES)
     assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-4)
     assert face.label == max(face.probabilities, key=face.probabilities.get)
-    assert face.score > 5 and face.score == int(face.score), "Haar's score: raw detections merged, above 5"
+    assert face.detector_score > 5 and face.detector_score == int(face.score), "Haar's: raw detections merged, > 5"
     assert face.crop.shape == (48, 48) and face.crop.dtype == np.uint8
     assert recognizer.predict(photos / "coffee.png") == []
 
@@ -91,7 +91,7 @@ def test_the_cli_the_app_and_the_api_give_the_same_answer(recognizer, photos, ca
         for cli_face, api_face, app_face in zip(entry["faces"], from_api, from_app):
             assert cli_face["box"] == list(api_face.box) == list(app_face.box)
             assert cli_face["label"] == api_face.label == app_face.label
-            assert cli_face["detector_score"] == api_face.score == app_face.score
+            assert cli_face["detector_score"] == api_face.detector_score == app_face.score
             np.testing.assert_allclose([cli_face["probabilities"][c] for c in CLASS_NAMES], api_face.proba, atol=1e-6)
             np.testing.assert_array_equal(api_face.proba, app_face.proba)
             np.testing.assert_array_equal(api_face.crop, app_face.crop)
