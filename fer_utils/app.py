@@ -49,6 +49,10 @@ if __name__ == "__main__":  # `streamlit run fer_utils/app.py` runs this file as
     if str(_package_dir.parent) not in sys.path:  # (config, data, models, ...) from shadowing
         sys.path.insert(0, str(_package_dir.parent))  # top-level names of other packages
 
+try:  # the live webcam. First, before anything loads TensorFlow (MTCNN, explanations): the libsrtp that
+    import streamlit_webrtc  # aiortc loads crashes the process (segfault) when first imported after TensorFlow.
+except ImportError:  # (the page says so when the live webcam is switched on)
+    streamlit_webrtc = None
 import cv2
 import numpy as np
 import streamlit as st
@@ -408,11 +412,9 @@ def _live_status(feed: LiveFeed) -> None:
 def _live(classifier, detector: str, model_key: str) -> None:
     """The live webcam section: the stream, annotated by a :class:`LiveFeed` made once per
     session, model and detector, and its latest result as text (updated every second)."""
-    try:
-        from streamlit_webrtc import WebRtcMode, webrtc_streamer
-    except ImportError as exc:
-        st.error(f"The live webcam needs streamlit-webrtc and aiortc, which cannot be imported here ({exc}); "
-                 "install them with `pip install -r requirements.txt`.")
+    if streamlit_webrtc is None:
+        st.error("The live webcam needs streamlit-webrtc and aiortc, which are not installed here: "
+                 "`pip install -r requirements.txt` installs them.")
         return
     if st.session_state.get("live_feed_key") != (model_key, detector):
         video = ExpressionRecognizer(classifier, detector).video_recognizer()
@@ -421,9 +423,10 @@ def _live(classifier, detector: str, model_key: str) -> None:
     st.caption(f"Each frame goes through the same recognizer as the photos ({feed.recognizer.description}); "
                "boxes, labels and the frame rate are drawn on the video. Switch off **Live webcam** to stop.")
     try:
-        context = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
-                                  media_stream_constraints={"video": True, "audio": False},
-                                  video_frame_callback=feed, desired_playing_state=True)
+        context = streamlit_webrtc.webrtc_streamer(
+            key="live", mode=streamlit_webrtc.WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
+            media_stream_constraints={"video": True, "audio": False}, video_frame_callback=feed,
+            desired_playing_state=True)
     except Exception as exc:  # noqa: BLE001  (the page shows a message, never a traceback)
         st.error(f"The live webcam cannot start here ({type(exc).__name__}: {exc}).")
         return

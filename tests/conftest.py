@@ -5,7 +5,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import contextlib
+
 import pytest
+
+# aiortc's libsrtp (the browser app's live webcam) crashes the process when it is first imported after
+# TensorFlow, which many tests load; imported first, as fer_utils/app.py does, both work.
+with contextlib.suppress(ImportError):
+    import pylibsrtp  # noqa: F401
 
 from fer_utils import config, data
 from fer_utils.synthetic import make_synthetic_fer

@@ -345,6 +345,27 @@ def test_the_live_feed_labels_each_frame_and_measures_the_frame_rate(recognizer)
     assert realtime.iou(feed.faces[0].box, expected.box) > 0.5 and feed.faces[0].label == expected.label
 
 
+def test_the_live_webcam_survives_tensorflow_in_the_same_process():
+    """The app's server loads TensorFlow for MTCNN and explanations; the libsrtp that aiortc loads
+    segfaults when first imported after it, so the app imports streamlit-webrtc first. In a fresh
+    interpreter, as the server does: the app, then TensorFlow, then an SRTP round trip."""
+    script = """
+import os
+from fer_utils import app
+from fer_utils.config import import_keras
+import_keras()
+import pylibsrtp
+key = os.urandom(30)
+send = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+receive = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+packet = bytes([0x80, 8, 0, 1, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]) + b"frame" * 20
+print(receive.unprotect(send.protect(packet)) == packet)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True"), (done.returncode, done.stderr[-2000:])
+
+
 def test_the_live_mode_on_the_page(page, monkeypatch):
     """The page's live section, with streamlit-webrtc's component replaced by a stand-in (it needs
     a browser: the Chromium test below runs the real one)."""
