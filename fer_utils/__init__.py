@@ -27,9 +27,11 @@ One module per pipeline stage:
 - ``app``: the Streamlit browser app (``make app``);
 - ``plots``: figures;
 - ``notebook``: the set-up every notebook shares;
-- ``pipeline``: runs the notebooks with papermill (``make all``).
+- ``pipeline``: runs the notebooks with papermill (``make all``);
+- ``gpu``: the ``full`` profile on a borrowed GPU host with JAX only (pack, train there, collect here).
 
-Heavy modules (``models``, ``train``) import TensorFlow; ``data`` and ``synthetic`` do not.
+Heavy modules (``models``, ``train``) import Keras, on TensorFlow unless ``KERAS_BACKEND`` names
+another backend (training runs on JAX too); ``data`` and ``synthetic`` do not.
 """
 
 __version__ = "0.1.0"

@@ -393,24 +393,27 @@ def read_history(path: Path) -> dict[str, list[float]]:
     """Per-epoch history written by CSVLogger (later rows win if an epoch was logged twice)."""
     if not path.exists() or path.stat().st_size == 0:
         return {}
-    frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
-    return {c: frame[c].tolist() for c in frame.columns if c != "epoch"}
+    frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch").dropna(axis=1, how="all")
+    return {c: frame[c].tolist() for c in frame.columns if c != "epoch"}  # no val_* columns without validation
 
 
-def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config) -> list:
+def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config, validated: bool = True) -> list:
     """Timer/budget, backup for resuming, EMA swap, best-PublicTest checkpoint, history CSV, early
     stopping and the plateau schedule, in the order they must run (the backup keeps the raw
-    weights; with EMA, validation and the checkpoint see the averaged ones)."""
+    weights; with EMA, validation and the checkpoint see the averaged ones). Without validation,
+    the checkpoint keeps every epoch's weights (the last one wins)."""
     callbacks = [
         timer,  # first, so the loggers below see epoch_seconds
         keras.callbacks.BackupAndRestore(workdir / "backup"),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []),
         keras.callbacks.ModelCheckpoint(
-            best_path, monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=max(prior["val_accuracy"]) if prior.get("val_accuracy") else None,
+            best_path, monitor="val_accuracy", mode="max", save_best_only=validated, save_weights_only=True,
+            initial_value_threshold=max(prior["val_accuracy"]) if validated and prior.get("val_accuracy") else None,
         ),
         keras.callbacks.CSVLogger(history_csv, append=True),
     ]
+    if not validated:
+        return callbacks
     if config.patience:
         callbacks.append(_ResumableEarlyStopping(prior.get("val_accuracy", []), monitor="val_accuracy",
                                                  mode="max", patience=config.patience))
@@ -421,19 +424,24 @@ def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config) ->
 
 
 def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndarray,
-        x_val: np.ndarray, y_val: np.ndarray, config: TrainConfig, workdir: str | os.PathLike,
+        x_val: np.ndarray | None, y_val: np.ndarray | None, config: TrainConfig, workdir: str | os.PathLike,
         strategy=None, verbose: int | str = "auto", callbacks: list | None = None, loss=None) -> FitResult:
     """Train ``build()`` on uint8 faces ``(N, 48, 48)`` (or feature rows ``(N, F)``, never
     augmented) and labels ``(N,)``; pick the best PublicTest epoch. ``build`` must accept
     ``image_size=`` when the config crops. ``workdir`` keeps the resumable state (backup, best
     weights, history CSV); calling again with the same ``workdir`` after an interruption continues
-    the run. ``loss`` defaults to cross-entropy with the config's label smoothing; ``callbacks``
+    the run. Without a validation set (``x_val=None``: a fixed schedule, e.g. on a host that must
+    not see PublicTest) the last epoch is kept and early stopping and the plateau schedule are
+    refused. ``loss`` defaults to cross-entropy with the config's label smoothing; ``callbacks``
     are appended to the built-in ones; ``strategy`` is a ``tf.distribute`` strategy (TensorFlow).
     The returned model is the best epoch's inference model (float32, centre crop and TTA inside),
     uncompiled (ready to predict, save or compile anew).
     """
-    if len(x_train) == 0 or len(x_val) == 0:
+    validated = x_val is not None
+    if len(x_train) == 0 or (validated and len(x_val) == 0):
         raise ValueError("fit: the training and validation sets must not be empty")
+    if not validated and (config.patience or config.schedule == "plateau"):
+        raise ValueError("fit without a validation set needs a fixed schedule: patience=None, schedule not 'plateau'")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     history_csv, best_path = workdir / "history.csv", workdir / "best.weights.h5"
@@ -451,10 +459,11 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
                              sample_weights(y_train, config.class_weight), seed=config.seed)
     with scope():
         model, _ = compiled_training_model(build, config, len(train_data), precision, faces, loss)
-    val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val])
+    val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val]) if validated else None
 
     timer = _EpochTimer(config.time_budget_s, already_spent_s=float(np.sum(prior.get("epoch_seconds", []))))
-    callbacks = [*_builtin_callbacks(timer, best_path, history_csv, workdir, prior, config), *(callbacks or [])]
+    callbacks = [*_builtin_callbacks(timer, best_path, history_csv, workdir, prior, config, validated),
+                 *(callbacks or [])]
     finished = workdir / "finished.txt"  # written when model.fit returns: nothing left to resume
     if not finished.exists():
         model.fit(train_data, validation_data=val_data, validation_batch_size=max(config.batch_size, 256),

@@ -273,3 +273,11 @@ def test_face_batches_draw_a_fixed_epoch_from_a_stream_of_permutations():
             seen += list(faces_[:, 0, 0].astype(int))
         batches.on_epoch_end()
     assert sorted(seen) == sorted(list(range(10)) * 3)
+
+
+def test_fit_without_validation_keeps_the_last_epoch(faces, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None, schedule="cosine")
+    result = fit(tiny_cnn, faces[0], faces[1], None, None, cfg, tmp_path, verbose=0)
+    assert result.epochs == 2 and "val_accuracy" not in result.history
+    with pytest.raises(ValueError, match="fixed schedule"):
+        fit(tiny_cnn, faces[0], faces[1], None, None, TrainConfig(epochs=1, patience=3), tmp_path / "b", verbose=0)
