@@ -71,17 +71,20 @@ def clip(tmp_path):
     return tmp_path / "clip.mp4"
 
 
-@pytest.mark.parametrize("out, message", [
-    ("folder", "folder: is a folder; name the video file to write"),
-    ("a_file/annotated.mp4", "cannot be written: {tmp}/a_file is a file, not a folder"),
-    ("a_file/deeper/annotated.mp4", "cannot be written: {tmp}/a_file is a file, not a folder"),
-    ("annotated.txt", "annotated.txt: a video file name must end in .mp4 or .avi"),
+@pytest.mark.parametrize("option, out, message", [
+    ("--out", "folder", "folder: is a folder; name the video file to write"),
+    ("--out", "a_file/annotated.mp4", "cannot be written: {tmp}/a_file is a file, not a folder"),
+    ("--out", "a_file/deeper/annotated.mp4", "cannot be written: {tmp}/a_file is a file, not a folder"),
+    ("--out", "annotated.txt", "annotated.txt: a video file name must end in .mp4 or .avi"),
+    ("--csv", "folder", "folder: is a folder; name the table file to write, e.g. {tmp}/folder/frames.csv"),
+    ("--csv", "frames.txt", "frames.txt: a table file name must end in .csv"),
+    ("--csv", "a_file/frames.csv", "cannot be written: {tmp}/a_file is a file, not a folder"),
 ])
-def test_run_refuses_an_unwritable_out_before_processing(clip, tmp_path, capsys, out, message, monkeypatch):
+def test_run_refuses_an_unwritable_output_before_processing(clip, tmp_path, capsys, option, out, message, monkeypatch):
     (tmp_path / "folder").mkdir()
     (tmp_path / "a_file").write_text("a regular file")
     monkeypatch.setattr(realtime.Recognizer, "process", lambda *a, **k: pytest.fail("a frame was processed"))
-    code, printed, err = run(capsys, "--source", clip, "--out", tmp_path / out, "--model", "absent.onnx")
+    code, printed, err = run(capsys, "--source", clip, option, tmp_path / out, "--model", "absent.onnx")
     assert code == cli.EXIT_ERROR and printed == ""
     assert error_lines(err) == [line for line in err.splitlines() if line]  # only error lines
     assert len(error_lines(err)) == 1 and message.format(tmp=tmp_path) in err and "Traceback" not in err
@@ -119,18 +122,22 @@ def test_a_folder_with_some_unreadable_images_is_partial(model, tmp_path, capsys
     assert "frames: 3" in printed and len(realtime.read_video(out)) == 3 and leftovers(tmp_path) == []
 
 
-def test_a_failed_rename_of_the_video_leaves_nothing(model, clip, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("option, name, writer", [("--out", "annotated.mp4", realtime), ("--csv", "frames.csv", files)])
+def test_a_failed_rename_of_the_video_or_table_leaves_nothing(model, clip, tmp_path, capsys, monkeypatch,
+                                                              option, name, writer):
     def refuse(src, dst):
         raise OSError(28, "No space left on device", str(dst))
 
-    monkeypatch.setattr(realtime.os, "replace", refuse)
-    out = tmp_path / "out" / "annotated.mp4"
-    code, _, err = run(capsys, "--source", clip, "--out", out, "--model", model)
+    monkeypatch.setattr(writer.os, "replace", refuse)
+    out = tmp_path / "out" / name
+    code, _, err = run(capsys, "--source", clip, option, out, "--model", model)
     assert code == cli.EXIT_ERROR and "No space left on device" in err and "Traceback" not in err
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_an_interrupted_run_exits_130_without_a_partial_video(model, clip, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("option, name", [("--out", "annotated.mp4"), ("--csv", "frames.csv")])
+def test_an_interrupted_run_exits_130_without_a_partial_video_or_table(model, clip, tmp_path, capsys, monkeypatch,
+                                                                        option, name):
     process = realtime.Recognizer.process
 
     def stop_at_frame_3(self, frame, annotate=True):
@@ -140,9 +147,9 @@ def test_an_interrupted_run_exits_130_without_a_partial_video(model, clip, tmp_p
         return process(self, frame, annotate)
 
     monkeypatch.setattr(realtime.Recognizer, "process", stop_at_frame_3)
-    out = tmp_path / "annotated.mp4"
-    code, printed, err = run(capsys, "--source", clip, "--out", out, "--model", model)
-    assert code == cli.EXIT_INTERRUPTED and "frames: 2" in printed and "not written" in err
+    out = tmp_path / name
+    code, printed, err = run(capsys, "--source", clip, option, out, "--model", model)
+    assert code == cli.EXIT_INTERRUPTED and "frames: 2" in printed and f"{out} not written" in err
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -290,48 +297,6 @@ def test_a_folder_given_to_predict_is_searched_for_images(model, photos, tmp_pat
     assert code == cli.EXIT_ERROR and error_lines(err) == [f"error: {empty}: a folder without images (.bmp, .jpeg, "
                                                            ".jpg, .png, .tif, .tiff, .webp)"]
     assert json.loads(out)[0]["error"].startswith(f"{empty}: a folder without images")
-
-
-@pytest.mark.parametrize("csv_path, message", [
-    ("folder", "folder: is a folder; name the table file to write, e.g. {tmp}/folder/frames.csv"),
-    ("frames.txt", "frames.txt: a table file name must end in .csv"),
-    ("a_file/frames.csv", "cannot be written: {tmp}/a_file is a file, not a folder"),
-])
-def test_run_refuses_an_unwritable_csv_before_processing(clip, tmp_path, capsys, csv_path, message, monkeypatch):
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "a_file").write_text("x")
-    monkeypatch.setattr(realtime.Recognizer, "process", lambda *a, **k: pytest.fail("a frame was processed"))
-    code, out, err = run(capsys, "--source", clip, "--csv", tmp_path / csv_path, "--model", "absent.onnx")
-    assert code == cli.EXIT_ERROR and out == "" and error_lines(err) == [err.strip()]
-    assert message.format(tmp=tmp_path) in err and "Traceback" not in err
-    assert leftovers(tmp_path) == [] and not list((tmp_path / "folder").iterdir())
-
-
-def test_an_interrupted_run_writes_no_partial_table(model, clip, tmp_path, capsys, monkeypatch):
-    process = realtime.Recognizer.process
-
-    def stop_at_frame_3(self, frame, annotate=True):
-        self.seen = getattr(self, "seen", 0) + 1
-        if self.seen == 3:
-            raise KeyboardInterrupt
-        return process(self, frame, annotate)
-
-    monkeypatch.setattr(realtime.Recognizer, "process", stop_at_frame_3)
-    table = tmp_path / "frames.csv"
-    code, printed, err = run(capsys, "--source", clip, "--csv", table, "--model", model)
-    assert code == cli.EXIT_INTERRUPTED and "frames: 2" in printed and f"{table} not written" in err
-    assert not table.exists() and leftovers(tmp_path) == []
-
-
-def test_a_failed_write_of_the_table_leaves_nothing(model, clip, tmp_path, capsys, monkeypatch):
-    def refuse(src, dst):
-        raise OSError(28, "No space left on device", str(dst))
-
-    monkeypatch.setattr(files.os, "replace", refuse)
-    table = tmp_path / "out" / "frames.csv"
-    code, _, err = run(capsys, "--source", clip, "--csv", table, "--model", model)
-    assert code == cli.EXIT_ERROR and "No space left on device" in err and "Traceback" not in err
-    assert not table.exists() and leftovers(tmp_path) == []
 
 
 def truncated_jpeg(folder):
