@@ -500,6 +500,23 @@ def release_model(onnx_path: str | os.PathLike, record: dict, info: dict, out_di
     return target, card
 
 
+def _inside_the_graph(params: dict) -> list[str]:
+    """Model-card lines for what a model does to a face besides the network (crop, test-time
+    views, prior correction), from its metrics record's ``params``; none when it does nothing."""
+    steps = []
+    if params.get("crop"):
+        steps.append(f"takes the centre {params['crop']}x{params['crop']} pixels of the 48x48 face (it was trained on "
+                     f"random {params['crop']}-pixel crops)")
+    views = {"flip": "averages the probabilities of the face and its mirror image",
+             "ten_crop": "averages the probabilities of ten views (four corner crops, the centre crop and their mirrors)"}
+    if params.get("tta") in views:
+        steps.append(views[params["tta"]])
+    if params.get("prior_correction_tau"):
+        steps.append(f"divides each probability by its class's Training frequency to the power "
+                     f"{params['prior_correction_tau']:g} and renormalises (chosen on PublicTest for balanced accuracy)")
+    return ["- Inside the graph, the model " + "; ".join(steps) + ".", ""] if steps else []
+
+
 def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -> str:
     """A short Markdown model card for a released ONNX model, from its metrics record and the
     :func:`export_bundle` info (plus optional ``int8_accuracy`` / ``latency_ms_per_face``)."""
@@ -528,6 +545,7 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
         f"{info.get('parity', {}).get('max_abs_diff', float('nan')):.1e}, argmax agreement "
         f"{100 * info.get('parity', {}).get('argmax_agreement', float('nan')):.2f}%.",
         "",
+        *_inside_the_graph(record.get("params", {})),
         "## Data",
         "",
         ("- **SYNTHETIC stand-in data, not FER2013**: this file only demonstrates the pipeline."

@@ -164,3 +164,12 @@ def test_release_writes_model_and_card(tmp_path, tiny_path):
     assert "0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral" in text
     for section in ("## Data", "## Metrics", "## Intended use", "## Limitations"):
         assert section in text
+
+
+def test_the_card_says_what_the_graph_does_besides_the_network(tmp_path, tiny_path):
+    record = json.loads(json.dumps(_record(tmp_path, "12_champion_cnn_none_cpu", "champion_cnn", 0.6)))
+    info = {"parity": {"max_abs_diff": 1e-7, "argmax_agreement": 1.0}, "nodes_simplified": 12, "onnx_mb": 0.01}
+    assert "Inside the graph" not in export.model_card(record, info)
+    record["params"] = {"crop": 40, "tta": "flip", "prior_correction_tau": 0.3}
+    text = export.model_card(record, info)
+    assert "centre 40x40 pixels" in text and "mirror image" in text and "power 0.3" in text
