@@ -1101,6 +1101,21 @@ def latency_table(results: dict[str, RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("option")
 
 
-def to_rgb(frame: np.ndarray) -> np.ndarray:
-    """A BGR frame as RGB (for matplotlib and notebooks)."""
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+def fer_package_fps(frames: list[np.ndarray], warmup: int = 3) -> dict | None:
+    """End-to-end frame rate of the ``fer`` package (``FER().detect_emotions``, its default Haar
+    detector and bundled model) on BGR ``frames``, or None when ``fer`` cannot be imported (it is
+    not a dependency: ``pip install fer``, which brings PyTorch)."""
+    try:
+        from fer import FER
+    except Exception:  # noqa: BLE001  (not installed, or its own dependencies missing)
+        return None
+    detector = FER()
+    for frame in frames[:warmup]:
+        detector.detect_emotions(frame)
+    start, with_face = time.perf_counter(), 0
+    for frame in frames:
+        with_face += bool(detector.detect_emotions(frame))
+    seconds = time.perf_counter() - start
+    return {"frames": len(frames), "fps": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames),
+            "frames_with_face": with_face}

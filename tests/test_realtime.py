@@ -158,3 +158,17 @@ def test_latency_table_has_one_row_per_option(classifier, clip):
     table = realtime.latency_table(results)
     assert list(table.index) == ["every frame", "every 3"]
     assert {"fps", "detect_ms", "classify_ms", "total_ms", "frames_with_face"} <= set(table.columns)
+
+
+def test_the_fer_package_frame_rate_is_skipped_without_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_fer(name, *args, **kwargs):
+        if name == "fer":
+            raise ImportError("No module named 'fer'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fer)
+    assert realtime.fer_package_fps([np.zeros((48, 48, 3), np.uint8)]) is None
