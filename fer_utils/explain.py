@@ -175,13 +175,22 @@ def last_conv_layer(model: keras.Model) -> str:
                      "(use LIME for fully connected models)")
 
 
+def _wrapped_network(model: keras.Model) -> keras.Model | None:
+    """The network inside an inference model (``train.inference_model``: a centre crop, test-time
+    views or a prior correction around one network whose output is the probabilities), or None."""
+    if any(_is_conv(layer) for layer in model.layers):
+        return None
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and _output_rank(layer) == 2]
+    return nested[0] if nested and has_conv_layer(nested[0]) else None
+
+
 def has_conv_layer(model: keras.Model) -> bool:
     """Whether :func:`grad_cam` can explain ``model``."""
     try:
         last_conv_layer(model)
         return True
     except ValueError:
-        return False
+        return _wrapped_network(model) is not None
 
 
 def _score_model(model: keras.Model, layer_name: str, use_logits: bool) -> tuple[keras.Model, object]:
@@ -213,6 +222,15 @@ def grad_cam(model: keras.Model, images: np.ndarray, label: int | np.ndarray | N
     """
     single = np.ndim(images) == 2
     x = np.asarray(images, dtype=np.float32)[None] if single else np.asarray(images, dtype=np.float32)
+    net = None if layer else _wrapped_network(model)
+    if net is not None:  # an inference model: explain its network on the centre crop, zero outside it
+        size = net.input_shape[1]
+        top, left = (x.shape[1] - size) // 2, (x.shape[2] - size) // 2
+        inner = grad_cam(net, x[:, top:top + size, left:left + size], label, use_logits=use_logits,
+                         batch_size=batch_size)
+        out = np.zeros(x.shape, dtype=np.float32)
+        out[:, top:top + size, left:left + size] = inner
+        return out[0] if single else out
     layer = layer or last_conv_layer(model)
     score_model, dense = _score_model(model, layer, use_logits)
     labels = None if label is None else np.broadcast_to(np.asarray(label, dtype=np.int64), (len(x),))

@@ -155,3 +155,18 @@ def test_grad_cam_reaches_into_a_nested_backbone(faces):
     assert explain.last_conv_layer(model) == "backbone"
     cams = explain.grad_cam(model, faces[:2])
     assert cams.shape == (2, 48, 48) and np.all((cams >= 0) & (cams <= 1))
+
+
+def test_grad_cam_explains_the_network_inside_an_inference_model():
+    from fer_utils import models
+    from fer_utils.train import inference_model
+
+    keras.utils.set_random_seed(0)
+    net = models.build("cnn_small", image_size=40)
+    flip = inference_model(net, 40, "flip")  # the released champion's shape: crop, views, correction
+    wrapped = keras.Model(flip.inputs, models.PriorCorrection([1.0] * 7)(flip.outputs[0]))
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48)).astype(np.float32)
+    assert explain.has_conv_layer(wrapped)
+    maps = explain.grad_cam(wrapped, faces, label=3)
+    assert maps.shape == (2, 48, 48) and maps[:, :4].max() == 0 and maps[:, :, 44:].max() == 0
+    np.testing.assert_allclose(maps[:, 4:44, 4:44], explain.grad_cam(net, faces[:, 4:44, 4:44], label=3), atol=1e-6)
