@@ -236,10 +236,11 @@ def multiply_adds(model: keras.Model) -> int:
 
 
 def measure_throughput(builders: dict[str, Callable[..., keras.Model]], configs: dict[str, TrainConfig],
-                       steps: int = 20, warmup: int = 3, seed: int = 0) -> pd.DataFrame:
+                       steps: int = 20, warmup: int = 3, repeats: int = 3, seed: int = 0) -> pd.DataFrame:
     """Training throughput (faces/s) of each builder under each named ``TrainConfig`` (batch size,
     crop, precision, augmentation), through ``fit``'s own input pipeline and compiled step, on
-    random faces. One row per (model, config)."""
+    random faces: the best of ``repeats`` timings of ``steps`` steps (single timings on these
+    shared 2-core machines varied by up to 2x). One row per (model, config)."""
     rng = np.random.default_rng(seed)
     rows = []
     for name, builder in builders.items():
@@ -249,9 +250,12 @@ def measure_throughput(builders: dict[str, Callable[..., keras.Model]], configs:
                                rng.integers(0, NUM_CLASSES, config.batch_size * (steps + warmup)), config.batch_size)
             model, net = compiled_training_model(builder, config, len(data), precision)
             model.fit(data, steps_per_epoch=warmup, verbose=0)  # builds and compiles the step function
-            start = time.perf_counter()
-            model.fit(data, steps_per_epoch=steps, verbose=0)
-            seconds = time.perf_counter() - start
+            timings = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model.fit(data, steps_per_epoch=steps, verbose=0)
+                timings.append(time.perf_counter() - start)
+            seconds = min(timings)
             rows.append({"model": name, "setting": label, "batch size": config.batch_size,
                          "input": f"{config.crop or 48} px", "precision": precision,
                          "parameters": net.count_params(), "multiply-adds (M)": round(multiply_adds(net) / 1e6, 1),
