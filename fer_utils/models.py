@@ -133,6 +133,14 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+def builder(name: str) -> Callable[..., keras.Model]:
+    """A function building fresh ``name`` models (keyword arguments such as ``image_size`` go to
+    its builder), as ``fer_utils.train.fit`` takes them."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}")
+    return lambda **kwargs: build(name, **kwargs)
+
+
 def build(name: str, **kwargs) -> keras.Model:
     """A fresh model by name (one of ``BUILDERS``); ``kwargs`` go to its builder (e.g.
     ``image_size=40`` for a network trained on 40-pixel crops)."""

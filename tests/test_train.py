@@ -194,6 +194,26 @@ def test_batch_size_and_learning_rate_scale_together():
     assert scaled.batch_size == 512 and scaled.learning_rate == pytest.approx(4e-3)
 
 
+def test_cpu_baselines_train_to_convergence_on_the_fast_path():
+    from fer_utils.train import baseline_config
+
+    cpu, smoke = config.get_profile("cpu"), config.get_profile("smoke")
+    cnn = baseline_config("cnn", cpu, epoch_size=28709)
+    assert (cnn.schedule, cnn.epochs, cnn.patience, cnn.epoch_size) == ("cosine", 40, 10, 28709)
+    assert (cnn.crop, cnn.precision, cnn.batch_size) == (40, "auto", 256)
+    assert cnn.learning_rate == pytest.approx(2e-3)  # 1e-3 at batch 128, scaled with the batch
+    fc = baseline_config("fc", cpu)
+    assert (fc.patience, fc.crop, fc.learning_rate, fc.schedule) == (6, None, 1e-3, "constant")
+    assert baseline_config("cnn", smoke).batch_size == smoke.batch_size and baseline_config("cnn", smoke).crop is None
+
+
+def test_sgd_takes_the_configured_weight_decay():
+    from fer_utils.train import _optimizer
+
+    assert _optimizer(TrainConfig(optimizer="sgd", weight_decay=1e-3), 10).weight_decay == pytest.approx(1e-3)
+    assert _optimizer(TrainConfig(optimizer="sgd"), 10).weight_decay is None
+
+
 def test_precision_auto_uses_bfloat16_only_where_it_is_native(monkeypatch):
     from fer_utils import train
 

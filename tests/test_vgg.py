@@ -70,10 +70,16 @@ def test_recipes_follow_the_paper_and_write_up_003():
     paper = vgg.vgg_paper_config("full", epoch_size=1000)
     assert (paper.optimizer, paper.learning_rate, paper.schedule, paper.patience, paper.epochs, paper.batch_size) == \
         ("sgd", 0.01, "plateau", None, 300, 64)
+    assert (paper.crop, paper.tta, paper.weight_decay) == (40, "ten_crop", 1e-3)  # the paper's input and test views
     tuned = vgg.vgg_tuned_config("full")
-    assert (tuned.optimizer, tuned.learning_rate, tuned.patience, tuned.augment) == ("adam", 1e-4, 10, None)
+    assert (tuned.optimizer, tuned.learning_rate, tuned.patience, tuned.augment, tuned.crop) == ("adam", 1e-4, 10, None, None)
     cpu = vgg.vgg_config("paper", "cpu", epoch_size=28709)
-    assert cpu.epoch_size == 28709 and cpu.epochs < 10 and cpu.time_budget_s is not None
+    # cpu: a cosine decay long enough to converge, batch and learning rate scaled together, a cap
+    assert (cpu.epoch_size, cpu.schedule, cpu.epochs, cpu.batch_size) == (28709, "cosine", 50, 256)
+    assert cpu.learning_rate == pytest.approx(0.04) and cpu.time_budget_s == 75 * 60 and cpu.precision == "auto"
+    cpu_tuned = vgg.vgg_config("tuned", "cpu", epoch_size=28709)
+    assert (cpu_tuned.patience, cpu_tuned.crop, cpu_tuned.tta, cpu_tuned.learning_rate) == (10, 40, "none", 1e-4)
+    assert vgg.vgg_config("paper", "smoke", epoch_size=28709).epoch_size == 320
     params = vgg.vgg_params("paper", "cpu")
     assert params["width"] == 0.25 and params["fc_units"] == 512 and params["paper_size"] is False
     assert params["differs_from_paper"] and vgg.vgg_params("tuned", "full")["paper_size"] is True
