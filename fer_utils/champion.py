@@ -183,7 +183,7 @@ def release_candidate(run, record: dict, tau: float) -> dict:
     corrected = keras.Model(base.inputs, PriorCorrection(prior_weights(y_train, tau), name="prior_correction")(
         base.outputs[0]), name=f"{base.name}_prior_corrected")
     run_id = record["run"].replace(f"_{record['sampling']}_", f"_{record['sampling']}_prior_corrected_", 1)
-    path = save_model(corrected, run.models_dir / f"{run_id}.keras")
+    path = save_model(corrected, run.store.model_path(run_id))
     reloaded = keras.models.load_model(path, compile=False)
     metrics = evaluate_splits(lambda x: predict_proba(reloaded, x), ds)
     new = metrics_record(run_id, record["notebook"], record["model"], record["sampling"], record["profile"],

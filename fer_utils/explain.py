@@ -10,15 +10,13 @@ Every model of the project maps raw faces ``(N, 48, 48)`` (0-255) to 7 class pro
   score taken before the softmax where the model allows it; a ``(48, 48)`` map in 0-1.
 - :func:`explain_examples` runs both on a few faces; :func:`pick_examples` picks correctly and
   wrongly classified faces of every class; :func:`region_shares` says how much of a map falls on
-  the eyes, the nose or the mouth; :func:`best_model_record` finds the best
-  trained model from the metrics files (``export.load_keras_model`` loads it).
+  the eyes, the nose or the mouth.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,7 +25,6 @@ from .progress import tqdm
 
 from .config import CLASS_NAMES, import_keras
 from .data import sample_per_class
-from .evaluate import read_metrics, trained_runs
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (after the quiet import above)
@@ -310,10 +307,3 @@ def region_shares(maps: np.ndarray, regions: dict[str, tuple[int, int]] | None =
         rows = slice(round(top * height / 48), round(bottom * height / 48))
         shares[name] = float((maps[keep, rows].sum(axis=(1, 2)) / total[keep]).mean()) if keep.any() else np.nan
     return pd.Series(shares, name="share")
-
-
-def best_model_record(metrics_dir: str | Path, fingerprint: str | None = None) -> dict | None:
-    """The trained run with the best PublicTest accuracy in ``metrics_dir`` (only runs on the
-    dataset with ``fingerprint``, if given, so a model is explained on its own data); None if none."""
-    runs = trained_runs(read_metrics(metrics_dir), fingerprint) if Path(metrics_dir).exists() else []
-    return runs[0] if runs else None

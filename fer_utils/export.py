@@ -598,13 +598,10 @@ def calibration_sample(x: np.ndarray, y: np.ndarray, n: int = 512, seed: int = 0
 
 def models_to_export(run, n_others: int = 2) -> list[dict]:
     """The metrics records of the models a notebook run exports: the champion (or the best
-    by PublicTest accuracy) and up to ``n_others`` more, from ``run.metrics_dir``, trained on
+    by PublicTest accuracy) and up to ``n_others`` more, from the run's store, trained on
     this run's dataset (same fingerprint). In the ``smoke`` profile with none, a small CNN is
     trained for one epoch so the notebook always runs; otherwise none is an error saying what to run."""
-    from .evaluate import read_metrics
-
-    records = select_models(read_metrics(run.metrics_dir) if run.metrics_dir.exists() else [], n_others,
-                            fingerprint=run.dataset.fingerprint)
+    records = select_models(run.store.records(), n_others, fingerprint=run.dataset.fingerprint)
     if not records and run.profile.name == "smoke":
         print(f"no trained model in {run.metrics_dir}; smoke profile: training a small CNN for one epoch")
         records = [run.quick_model_record()]

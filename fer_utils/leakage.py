@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,7 +26,7 @@ from sklearn.neighbors import NearestNeighbors
 from . import balance
 from .config import CLASS_NAMES, TEST, TRAIN, VAL
 from .data import FERDataset, image_digests, stratified_split
-from .evaluate import CLEAN_TEST, evaluate_predictions, metrics_record, split_metrics, write_metrics
+from .evaluate import CLEAN_TEST, evaluate_predictions, metrics_record, split_metrics
 from .train import display_path, fit, predict_proba, save_model
 from .vgg import build_vgg, vgg_config, vgg_model_name, vgg_params
 
@@ -316,22 +315,16 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> dict:
                                     "leaky_protocol": {k: v for k, v in protocol.describe().items()
                                                        if k in ("protocol", "method", "seed")}}))
     described = ds.describe()
-    metrics_file = run.metrics_dir / f"{run_id}.json"
-    model_file = run.models_dir / f"{run_id}.keras"
-    if metrics_file.exists() and model_file.exists() and not run.force:
-        record = json.loads(metrics_file.read_text())
-        if record["dataset"].get("fingerprint") == described["fingerprint"] and record["params"] == params:
-            print(f"{run_id}: results exist ({metrics_file.name}, trained {record['train']['seconds'] / 60:.1f} min); "
-                  "loaded, not retrained (force=True retrains)")
-            return record
     described["derived"] = {"fingerprint": protocol.fingerprint(), "how": protocol.describe()["protocol"],
                             **{k: v for k, v in protocol.describe().items() if k.startswith("n_")}}
+    store = run.store
+    if (record := store.existing(run_id, params, described)) is not None:
+        return record
+    model_file = store.model_path(run_id)
     x_train, y_train = protocol.split(TRAIN)
     x_val, y_val = protocol.split(VAL)
     x_test, y_test = protocol.split(TEST)
-    workdir = run.models_dir / f"{run_id}.work"
-    if run.force and workdir.exists():
-        shutil.rmtree(workdir)
+    workdir = store.workdir(run_id)
     print(f"{run_id}: LEAKY protocol, training on {len(x_train):,} resampled images, selecting on "
           f"{len(x_val):,}, testing on {len(x_test):,} (all drawn from the same resampled pool)")
     result = fit(build_vgg(run.profile), x_train, y_train, x_val, y_val, config, workdir)
@@ -351,12 +344,10 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> dict:
         metrics, weights="none", n_params=int(result.model.count_params()), leaky=True, warning=LEAKY_WARNING,
         leakage=leakage, leaky_model_file=display_path(model_file), history=result.history,
     )
-    write_metrics(record, run.metrics_dir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{run_id}: {result.epochs} epochs in {result.seconds / 60:.1f} min ({result.stopped}); leaky test "
-          f"{100 * metrics[LEAKY_TEST]['accuracy']:.2f}% (official PrivateTest, seen in training: "
-          f"{100 * metrics[TEST]['accuracy']:.2f}%)")
-    return record
+    return store.finish(record, workdir, summary=(
+        f"{run_id}: {result.epochs} epochs in {result.seconds / 60:.1f} min ({result.stopped}); leaky test "
+        f"{100 * metrics[LEAKY_TEST]['accuracy']:.2f}% (official PrivateTest, seen in training: "
+        f"{100 * metrics[TEST]['accuracy']:.2f}%)"))
 
 
 def protocol_table(honest: dict[str, dict], leaky: dict[str, dict]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from . import config
 from .config import KNOWN_FINGERPRINTS, USAGES, Profile
 from .data import FERDataset, find_dataset, load_fer2013, sample_per_class
 from .files import atomic_path
+from .runs import RunStore
 from .synthetic import make_synthetic_fer
 
 
@@ -46,6 +47,11 @@ class NotebookRun:
         if self.reports_dir.resolve() == config.REPORTS_DIR.resolve():
             return config.MODELS_DIR
         return self.reports_dir.parent / "models"
+
+    @property
+    def store(self) -> RunStore:
+        """The trained runs of this run's reports folder (metrics files and Keras models)."""
+        return RunStore(self.metrics_dir, self.models_dir, self.force)
 
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic),

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -30,8 +29,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .config import IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, import_keras
-from .evaluate import evaluate_splits, metrics_record, write_metrics
+from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
+from .evaluate import evaluate_splits, metrics_record
 from .models import HorizontalFlip
 
 keras = import_keras()
@@ -514,14 +513,17 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], config: TrainConfig,
                        sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
-                       dataset=None, derived_how: str = "", report_flip_tta: bool = False) -> dict:
+                       dataset=None, derived_how: str = "", report_flip_tta: bool = False,
+                       notebook: str | None = None) -> dict:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
     after balancing): ``(x, y)`` or a function returning it, called only if training is needed
     (so loading saved results skips an expensive resampling). PublicTest selects the epoch; PrivateTest is only reported. When a metrics
     file for the same dataset fingerprint and settings and its model exist, they are loaded
-    instead of retraining, unless ``run.force``. Returns the metrics record.
+    instead of retraining, unless ``run.force`` (``fer_utils.runs.RunStore``). ``notebook`` files the
+    run under another notebook (e.g. notebook 07's unaligned baseline is notebook 03's run: loaded
+    if it exists, else trained under 03's name, never forced). Returns the metrics record.
 
     ``report_flip_tta`` also evaluates with horizontal-flip test-time augmentation and stores those
     metrics under ``metrics_flip_tta`` (``metrics`` stays the single-pass model's, what an export runs).
@@ -530,6 +532,9 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     is derived from it, e.g. MTCNN-aligned faces: the metrics file keeps the source dataset's
     fingerprint and records the derived one, with ``derived_how``, under ``dataset.derived``.
     """
+    if notebook is not None and notebook != run.notebook:
+        run = replace(run, notebook=notebook, force=False)
+    store = run.store
     ds = dataset if dataset is not None else run.dataset
     described = run.dataset.describe()
     if dataset is not None:
@@ -538,23 +543,13 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
                                     **({"report_flip_tta": True} if report_flip_tta else {})}))
-    metrics_path = run.metrics_dir / f"{run_id}.json"
-    model_path = run.models_dir / f"{run_id}.keras"
-    if metrics_path.exists() and model_path.exists() and not run.force:
-        record = json.loads(metrics_path.read_text())
-        fingerprints = (record["dataset"].get("fingerprint"), record["dataset"].get("derived", {}).get("fingerprint"))
-        if fingerprints == (described["fingerprint"], described.get("derived", {}).get("fingerprint")) \
-                and record["params"] == params:
-            print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
-                  "loaded, not retrained (force=True retrains)")
-            return record
+    if (record := store.existing(run_id, params, described)) is not None:
+        return record
     if callable(train_data):
         train_data = train_data()
     x_train, y_train = train_data if train_data is not None else ds.split(TRAIN)
     x_val, y_val = ds.split(VAL)
-    workdir = run.models_dir / f"{run_id}.work"
-    if run.force and workdir.exists():
-        shutil.rmtree(workdir)
+    workdir, model_path = store.workdir(run_id), store.model_path(run_id)
     print(f"{run_id}: training on {len(x_train):,} images, selecting on {len(x_val):,} PublicTest images")
     result = fit(build, x_train, y_train, x_val, y_val, config, workdir, strategy=strategy)
     save_model(result.model, model_path)
@@ -574,18 +569,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
         model_file=display_path(model_path),
         history=result.history, **extra_metrics,
     )
-    return finish_run(record, run.metrics_dir, workdir)
-
-
-def finish_run(record: dict, metrics_dir: str | os.PathLike, workdir: str | os.PathLike) -> dict:
-    """Write a trained run's metrics file, remove its resumable state and print its one-line
-    result (training time, PublicTest and PrivateTest accuracy). Returns ``record``."""
-    write_metrics(record, metrics_dir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    t, m = record["train"], record["metrics"]
-    print(f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
-          f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
-    return record
+    return store.finish(record, workdir)
 
 
 def display_path(path: Path) -> str:

@@ -30,7 +30,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import socket
 import time
 import urllib.parse
@@ -725,19 +724,6 @@ def run_name(run, backbone_name: str, mode: str, loss: str, weights: str) -> str
     return f"{run.notebook[:2]}_{backbone_name}_{mode}_{loss}_{weights}_{run.profile.name}"
 
 
-def _existing(run, run_id: str, params: dict, described: dict) -> dict | None:
-    metrics_path = run.metrics_dir / f"{run_id}.json"
-    model_path = run.models_dir / f"{run_id}.keras"
-    if run.force or not (metrics_path.exists() and model_path.exists()):
-        return None
-    record = json.loads(metrics_path.read_text())
-    if record["dataset"].get("fingerprint") == described["fingerprint"] and record["params"] == params:
-        print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
-              "loaded, not retrained (force=True retrains)")
-        return record
-    return None
-
-
 def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "ce", weights: str = "none",
                    size: int | None = None, cache: FeatureCache | None = None, verbose: int | str = "auto") -> dict:
     """Train (or load) one transfer run of a notebook and write its metrics file.
@@ -776,11 +762,9 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         **config.params(), "class_weight": class_weight,
     }))
     described = ds.describe()
-    if (record := _existing(run, run_id, params, described)) is not None:
+    if (record := run.store.existing(run_id, params, described)) is not None:
         return record
-    workdir = run.models_dir / f"{run_id}.work"
-    if run.force and workdir.exists():
-        shutil.rmtree(workdir)
+    workdir = run.store.workdir(run_id)
     x_val, y_val = ds.split(VAL)
     print(f"{run_id}: {s.label} at {size}x{size}, {mode}, loss {loss}, weights {weights}; "
           f"{len(x_train):,} training faces, selecting on {len(x_val):,} PublicTest faces")
@@ -813,7 +797,7 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
         feature_seconds = 0.0
     metrics = evaluate_predictions(proba, ds)
-    model_path = train.save_model(model, run.models_dir / f"{run_id}.keras")
+    model_path = train.save_model(model, run.store.model_path(run_id))
     n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
     train_info = {
         **result.summary(len(x_train), n_seen),
@@ -827,7 +811,7 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
         history=result.history, **extra,
     )
-    return train.finish_run(record, run.metrics_dir, workdir)
+    return run.store.finish(record, workdir)
 
 
 def _finetune_start(run, backbone_name: str, loss: str, weights: str, size: int, cache, verbose):
@@ -845,7 +829,7 @@ def _finetune_start(run, backbone_name: str, loss: str, weights: str, size: int,
 
         return fresh, "random (weights: none)"
     frozen = train_transfer(run, backbone_name, "frozen", loss, weights, size, cache, verbose)
-    frozen_model = run.models_dir / f"{frozen['run']}.keras"
+    frozen_model = run.store.model_path(frozen["run"])
 
     def from_frozen():
         model = keras.models.load_model(frozen_model, compile=False)

@@ -157,13 +157,12 @@ def train_vgg(run, recipe: str = "tuned", sampling: str = "none", notebook: str 
     draws as many images as Training holds. ``notebook`` files the run under another notebook
     (e.g. notebook 11 reuses notebook 06's runs: loaded if they exist, else trained under 06's
     name, never forced). Returns the metrics record."""
-    if notebook is not None and notebook != run.notebook:
-        run = replace(run, notebook=notebook, force=False)
     n_train = int((run.dataset.usage == TRAIN).sum())
     config = vgg_config(recipe, run.profile, epoch_size=n_train, seed=run.seed)
     train_data = None if sampling == "none" else resampled_training(run.dataset, sampling, run.seed)
     return train_and_evaluate(run, vgg_model_name(recipe, run.profile), build_vgg(run.profile), config,
-                              sampling=sampling, train_data=train_data, extra_params=vgg_params(recipe, run.profile))
+                              sampling=sampling, train_data=train_data, extra_params=vgg_params(recipe, run.profile),
+                              notebook=notebook)
 
 
 def layer_table(model: keras.Model) -> pd.DataFrame:

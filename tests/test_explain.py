@@ -1,12 +1,11 @@
 """LIME and Grad-CAM on tiny Keras CNNs built here: map shapes and ranges, and both methods
 pointing at the only region a model looks at."""
 
-import json
 
 import numpy as np
 import pytest
 
-from fer_utils import explain, export, models
+from fer_utils import explain, models
 from fer_utils.config import NUM_CLASSES, import_keras
 from fer_utils.synthetic import synthetic_face
 
@@ -125,22 +124,6 @@ def test_pick_examples_right_and_wrong_per_class():
     assert sorted(right["true"]) == [0, 1] and sorted(wrong["true"]) == [0, 2]
     assert (wrong["pred"] != wrong["true"]).all() and (right["pred"] == right["true"]).all()
 
-
-def test_best_model_record_uses_publictest_and_existing_models(tmp_path, tiny_cnn):
-    model_file = tmp_path / "a.keras"
-    tiny_cnn.save(model_file)
-
-    def record(run, acc, fp, path):
-        return {"run": run, "model_file": str(path), "dataset": {"fingerprint": fp},
-                "metrics": {"PublicTest": {"accuracy": acc}, "PrivateTest": {"accuracy": 1 - acc}}}
-
-    for rec in (record("good", 0.6, "f1", model_file), record("better_but_missing", 0.7, "f1", tmp_path / "x.keras"),
-                record("other_data", 0.9, "f2", model_file), record("worse", 0.5, "f1", model_file)):
-        (tmp_path / f"{rec['run']}.json").write_text(json.dumps(rec))
-    assert explain.best_model_record(tmp_path, "f1")["run"] == "good"
-    assert explain.best_model_record(tmp_path)["run"] == "other_data"
-    assert explain.best_model_record(tmp_path / "none") is None
-    assert export.load_keras_model(explain.best_model_record(tmp_path, "f1")).count_params() == tiny_cnn.count_params()
 
 
 def test_grad_cam_reaches_into_a_nested_backbone(faces):

@@ -1,0 +1,84 @@
+"""The store of trained runs: one metrics file (``<metrics_dir>/<run>.json``) and one Keras model
+(``<models_dir>/<run>.keras``) per run, and the resumable state of a run in training
+(``<models_dir>/<run>.work/``).
+
+Every training function asks the store first (:meth:`RunStore.existing`: the same run, dataset and
+settings were trained before, so they are loaded instead) and hands it the finished run
+(:meth:`RunStore.finish`); every notebook that picks a model from earlier ones asks it too
+(:meth:`RunStore.trained`, :meth:`RunStore.best`), so "train, or reuse the saved run" and "which
+runs exist" are written once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TEST, VAL
+from .evaluate import read_metrics, trained_runs, write_metrics
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """Trained runs in ``metrics_dir`` and ``models_dir``; ``force`` retrains instead of reusing."""
+
+    metrics_dir: Path
+    models_dir: Path
+    force: bool = False
+
+    def metrics_path(self, run_id: str) -> Path:
+        return Path(self.metrics_dir) / f"{run_id}.json"
+
+    def model_path(self, run_id: str) -> Path:
+        return Path(self.models_dir) / f"{run_id}.keras"
+
+    def workdir(self, run_id: str) -> Path:
+        """The folder of a run's resumable training state; emptied first when forced (a forced
+        run starts over instead of resuming)."""
+        path = Path(self.models_dir) / f"{run_id}.work"
+        if self.force and path.exists():
+            shutil.rmtree(path)
+        return path
+
+    def records(self) -> list[dict]:
+        """Every metrics record, by run name (none when the folder does not exist yet)."""
+        return read_metrics(self.metrics_dir) if Path(self.metrics_dir).exists() else []
+
+    def trained(self, fingerprint: str | None = None) -> list[dict]:
+        """The honest runs whose Keras model exists (on the dataset with ``fingerprint``, if given,
+        and not on data derived from it), best PublicTest accuracy first."""
+        return trained_runs(self.records(), fingerprint)
+
+    def best(self, fingerprint: str | None = None) -> dict | None:
+        """The trained run with the best PublicTest accuracy (PrivateTest plays no part), or None."""
+        runs = self.trained(fingerprint)
+        return runs[0] if runs else None
+
+    def existing(self, run_id: str, params: dict, dataset: dict) -> dict | None:
+        """The saved record of ``run_id`` if it can be reused: its metrics file and model exist,
+        it was trained on the same dataset (``dataset``: ``FERDataset.describe()``, with the
+        ``derived`` entry of data derived from it) with the same ``params``, and the store is not
+        forced. None otherwise (the run must be trained)."""
+        metrics_path, model_path = self.metrics_path(run_id), self.model_path(run_id)
+        if self.force or not (metrics_path.exists() and model_path.exists()):
+            return None
+        record = json.loads(metrics_path.read_text())
+        saved = record["dataset"]
+        if (saved.get("fingerprint"), saved.get("derived", {}).get("fingerprint")) != \
+                (dataset["fingerprint"], dataset.get("derived", {}).get("fingerprint")) or record["params"] != params:
+            return None
+        print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
+              "loaded, not retrained (force=True retrains)")
+        return record
+
+    def finish(self, record: dict, workdir: str | Path, summary: str | None = None) -> dict:
+        """Write a trained run's metrics file, remove its resumable state and print one line:
+        ``summary``, or its training time and PublicTest and PrivateTest accuracy. Returns ``record``."""
+        write_metrics(record, self.metrics_dir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        t, m = record["train"], record["metrics"]
+        print(summary or f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
+                         f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
+        return record

@@ -1,0 +1,65 @@
+"""The run store: which saved runs are reused, which are picked, and what finishing a run leaves."""
+
+import json
+
+import pytest
+
+from fer_utils import export, models
+from fer_utils.runs import RunStore
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return models.fully_connected((4,))
+
+
+def record(run, acc, fp, path, **extra):
+    return {"run": run, "model_file": str(path), "dataset": {"fingerprint": fp}, "params": {"lr": 1},
+            "train": {"seconds": 60.0, "epochs": 1, "stopped": "completed"},
+            "metrics": {"PublicTest": {"accuracy": acc}, "PrivateTest": {"accuracy": 1 - acc}}, **extra}
+
+
+def test_best_uses_publictest_and_existing_models(tmp_path, small_model):
+    model_file = tmp_path / "a.keras"
+    small_model.save(model_file)
+    for rec in (record("good", 0.6, "f1", model_file), record("better_but_missing", 0.7, "f1", tmp_path / "x.keras"),
+                record("other_data", 0.9, "f2", model_file), record("worse", 0.5, "f1", model_file),
+                record("leaky", 0.95, "f1", model_file, leaky=True)):
+        (tmp_path / f"{rec['run']}.json").write_text(json.dumps(rec))
+    store = RunStore(tmp_path, tmp_path)
+    assert store.best("f1")["run"] == "good"
+    assert store.best()["run"] == "other_data"
+    assert [r["run"] for r in store.trained("f1")] == ["good", "worse"]
+    assert RunStore(tmp_path / "none", tmp_path).best() is None and RunStore(tmp_path / "none", tmp_path).records() == []
+    assert export.load_keras_model(store.best("f1")).count_params() == small_model.count_params()
+
+
+def test_existing_reuses_only_the_same_data_and_settings(tmp_path, small_model, capsys):
+    store = RunStore(tmp_path / "metrics", tmp_path / "models")
+    saved = record("03_x", 0.5, "f1", store.model_path("03_x"), dataset={"fingerprint": "f1", "derived": {"fingerprint": "d1"}})
+    store.metrics_path("03_x").parent.mkdir(parents=True)
+    store.models_dir.mkdir()
+    store.metrics_path("03_x").write_text(json.dumps(saved))
+    same = {"fingerprint": "f1", "derived": {"fingerprint": "d1"}}
+    assert store.existing("03_x", {"lr": 1}, same) is None  # no model file yet
+    small_model.save(store.model_path("03_x"))
+    assert store.existing("03_x", {"lr": 1}, same)["run"] == "03_x"
+    assert "loaded, not retrained" in capsys.readouterr().out
+    assert store.existing("03_x", {"lr": 2}, same) is None  # other settings
+    assert store.existing("03_x", {"lr": 1}, {"fingerprint": "f2", "derived": {"fingerprint": "d1"}}) is None
+    assert store.existing("03_x", {"lr": 1}, {"fingerprint": "f1"}) is None  # not the derived data
+    assert RunStore(store.metrics_dir, store.models_dir, force=True).existing("03_x", {"lr": 1}, same) is None
+
+
+def test_finish_writes_the_record_and_drops_the_resumable_state(tmp_path, capsys):
+    store = RunStore(tmp_path / "metrics", tmp_path / "models", force=True)
+    work = store.workdir("03_y")
+    work.mkdir(parents=True)
+    (work / "history.csv").write_text("epoch\n0\n")
+    assert not store.workdir("03_y").exists()  # forced: a fresh start, not a resume
+    work.mkdir()
+    store.finish(record("03_y", 0.25, "f1", "m.keras"), work)
+    assert json.loads(store.metrics_path("03_y").read_text())["run"] == "03_y" and not work.exists()
+    assert "PublicTest 25.00%, PrivateTest 75.00%" in capsys.readouterr().out
+    store.finish(record("03_z", 0.25, "f1", "m.keras"), work, summary="custom line")
+    assert capsys.readouterr().out == "custom line\n"
