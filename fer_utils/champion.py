@@ -19,7 +19,7 @@ import pandas as pd
 
 from .config import NUM_CLASSES, TEST, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record, model_path, split_metrics, write_metrics
-from .models import PriorCorrection, build
+from .models import PriorCorrection, build, multiply_adds
 from .train import (TTA_KINDS, FaceBatches, TrainConfig, compiled_training_model, display_path, inference_model,
                     predict_proba, resolve_precision, save_model, train_and_evaluate)
 
@@ -220,19 +220,6 @@ def fer_package_predictor() -> Callable[[np.ndarray], np.ndarray] | None:
         return model.predict(((x / 255.0 - 0.5) * 2.0)[..., None], batch_size=512, verbose=0)
 
     return predict
-
-
-def multiply_adds(model: keras.Model) -> int:
-    """Multiply-adds of one forward pass for one face (convolutions and dense layers)."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += h * w * c_out * kh * kw * layer.input.shape[-1]
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-    return int(total)
 
 
 def measure_throughput(builders: dict[str, Callable[..., keras.Model]], configs: dict[str, TrainConfig],

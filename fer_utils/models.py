@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from .config import IMAGE_SIZE, NUM_CLASSES, import_keras
 
 keras = import_keras()
@@ -95,6 +97,19 @@ def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2),
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(head_units, activation="relu")(x)
     return keras.Model(inputs, _classifier(x, dropout=dropout), name="champion_cnn")
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass for one face (convolutions and dense layers)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += h * w * c_out * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return int(total)
 
 
 @keras.saving.register_keras_serializable(package="fer_utils")

@@ -93,3 +93,19 @@ def test_summary_lists_every_run(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "| a_run |" in md and "| b_run |" in md
     assert (tmp_path / "summary.csv").read_text().startswith("run,")
+
+
+def test_against_claims_puts_our_number_beside_the_write_up_and_says_if_it_converged():
+    def rec(acc, val):
+        return {"metrics": {"PrivateTest": {"accuracy": acc}}, "train": {"epochs": len(val), "stopped": "completed"},
+                "history": {"val_accuracy": val}}
+
+    converged = rec(0.62, [0.40, 0.55, 0.600, 0.601, 0.602, 0.602, 0.602, 0.602])
+    rising = rec(0.50, [0.30, 0.40, 0.45, 0.48, 0.50, 0.52])
+    table = evaluate.against_claims({"a": (62.16, "004", "same"), "b": (65.29, "004", "budget"), "c": (1.0, "x", "")},
+                                    {"a": converged, "b": rising})
+    assert list(table.index) == ["a", "b"]  # no record, no row
+    assert table.loc["a", "gap (points)"] == pytest.approx(-0.16) and table.loc["b", "ours %"] == 50.0
+    assert table.loc["a", "PublicTest gain, last 5 epochs"] == pytest.approx(0.2)
+    assert table.loc["b", "PublicTest gain, last 5 epochs"] == pytest.approx(22.0)
+    assert np.isnan(evaluate.late_gain({"val_accuracy": [0.1, 0.2]}))

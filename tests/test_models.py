@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from fer_utils import models
+from fer_utils.config import import_keras
+
+keras = import_keras()
 
 
 @pytest.mark.parametrize("name", sorted(models.BUILDERS))
@@ -29,3 +32,10 @@ def test_cnn_sizes_match_write_up_004_classes():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'resnet999'"):
         models.build("resnet999")
+
+
+def test_multiply_adds_counts_a_known_layer():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)           # 8*8*4 outputs x 27 weights each
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))      # 256 x 5
+    assert models.multiply_adds(keras.Model(inputs, outputs)) == 8 * 8 * 4 * 27 + 256 * 5
