@@ -132,7 +132,8 @@ def _run(args) -> int:
 
 
 def _make_clip(args) -> int:
-    from .realtime import check_video_path, make_test_clip
+    from .realtime import check_video_path
+    from .synthetic import make_test_clip
 
     check_video_path(args.output)
     make_test_clip(args.frames, path=args.output, fps=args.fps)

@@ -27,7 +27,8 @@ import pandas as pd
 from .progress import tqdm
 
 from .data import sample_per_class
-from .evaluate import model_path, trained_runs
+from .evaluate import model_path
+from .runs import select_for_export
 from .files import atomic_path, write_text_atomic
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
 
@@ -469,24 +470,6 @@ def machine_description() -> str:
 # Choosing and releasing models
 
 
-def select_models(records: list[dict], n_others: int = 2, fingerprint: str | None = None) -> list[dict]:
-    """Metrics records worth exporting: the champion first, then up to ``n_others`` more.
-
-    The champion is the run marked ``release`` (notebook 12's choice), else the best (PublicTest
-    accuracy) run whose model name starts with ``champion``; without one, the best run by
-    PublicTest accuracy. Only runs whose Keras file
-    exists and, if ``fingerprint`` is given, trained on that dataset count (``trained_runs``);
-    PrivateTest plays no part in the choice.
-    """
-    usable = trained_runs(records, fingerprint)
-    champions = sorted((r for r in usable if str(r.get("model", "")).startswith("champion")),
-                       key=lambda r: not r.get("release"))  # stable: PublicTest order otherwise
-    first = champions[0] if champions else (usable[0] if usable else None)
-    if first is None:
-        return []
-    return [first] + [r for r in usable if r is not first][:n_others]
-
-
 def release_model(onnx_path: str | os.PathLike, record: dict, info: dict, out_dir: str | os.PathLike,
                   name: str = "fer_champion") -> tuple[Path, Path]:
     """Copy an exported model to ``<out_dir>/<name>.onnx`` and write its model card
@@ -601,7 +584,7 @@ def models_to_export(run, n_others: int = 2) -> list[dict]:
     by PublicTest accuracy) and up to ``n_others`` more, from the run's store, trained on
     this run's dataset (same fingerprint). In the ``smoke`` profile with none, a small CNN is
     trained for one epoch so the notebook always runs; otherwise none is an error saying what to run."""
-    records = select_models(run.store.records(), n_others, fingerprint=run.dataset.fingerprint)
+    records = select_for_export(run.store.records(), n_others, fingerprint=run.dataset.fingerprint)
     if not records and run.profile.name == "smoke":
         print(f"no trained model in {run.metrics_dir}; smoke profile: training a small CNN for one epoch")
         records = [run.quick_model_record()]

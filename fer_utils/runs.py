@@ -5,8 +5,8 @@
 Every training function asks the store first (:meth:`RunStore.existing`: the same run, dataset and
 settings were trained before, so they are loaded instead) and hands it the finished run
 (:meth:`RunStore.finish`); every notebook that picks a model from earlier ones asks it too
-(:meth:`RunStore.trained`, :meth:`RunStore.best`), so "train, or reuse the saved run" and "which
-runs exist" are written once.
+(:meth:`RunStore.trained`, :meth:`RunStore.best`, :func:`select_for_export`), so "train, or reuse
+the saved run" and "which runs exist" are written once.
 """
 
 from __future__ import annotations
@@ -82,3 +82,21 @@ class RunStore:
         print(summary or f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
                          f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
         return record
+
+
+def select_for_export(records: list[dict], n_others: int = 2, fingerprint: str | None = None) -> list[dict]:
+    """Metrics records worth exporting: the champion first, then up to ``n_others`` more.
+
+    The champion is the run marked ``release`` (notebook 12's choice), else the best (PublicTest
+    accuracy) run whose model name starts with ``champion``; without one, the best run by
+    PublicTest accuracy. Only runs whose Keras file
+    exists and, if ``fingerprint`` is given, trained on that dataset count (``trained_runs``);
+    PrivateTest plays no part in the choice.
+    """
+    usable = trained_runs(records, fingerprint)
+    champions = sorted((r for r in usable if str(r.get("model", "")).startswith("champion")),
+                       key=lambda r: not r.get("release"))  # stable: PublicTest order otherwise
+    first = champions[0] if champions else (usable[0] if usable else None)
+    if first is None:
+        return []
+    return [first] + [r for r in usable if r is not first][:n_others]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_utils import ExpressionRecognizer, api, cli, plot_timeline, realtime
+from fer_utils import ExpressionRecognizer, api, cli, plot_timeline, realtime, synthetic
 from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
 from fer_utils.export import RELEASED_MODEL
 
@@ -127,7 +127,7 @@ def test_predict_many_goes_through_folders_recursively(recognizer, photos, tmp_p
 def clip(tmp_path_factory):
     """12 frames of 640x480 at 10 fps: 2 without a face, then the astronaut's face moving."""
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    realtime.make_test_clip(12, no_face_frames=2, path=path, fps=10)
+    synthetic.make_test_clip(12, no_face_frames=2, path=path, fps=10)
     return path
 
 

@@ -330,11 +330,11 @@ def test_a_missing_model_is_a_message(monkeypatch, tmp_path):
 def test_the_live_feed_labels_each_frame_and_measures_the_frame_rate(recognizer):
     import av
 
-    from fer_utils import realtime
+    from fer_utils import realtime, synthetic
 
     feed = app.LiveFeed(recognizer.video_recognizer())
     assert feed.status() == "Live: waiting for the first frame from the camera..."
-    clip = realtime.make_test_clip(8, no_face_frames=2)
+    clip = synthetic.make_test_clip(8, no_face_frames=2)
     assert app.LiveFeed(recognizer.video_recognizer()).process(clip[0]).shape == (480, 640, 3)
     for frame in clip:
         shown = feed(av.VideoFrame.from_ndarray(frame, format="bgr24")).to_ndarray(format="bgr24")
@@ -572,14 +572,14 @@ LIVE_VIDEO_FRAME = """(() => {
 @pytest.mark.slow
 def test_the_live_webcam_labels_the_face_in_chromium(tmp_path, recognizer):
     """The live webcam end to end: Chromium's fake camera plays a .y4m clip of the astronaut's
-    face (``realtime.make_test_clip``), streamlit-webrtc sends it to the app over WebRTC with no
+    face (``synthetic.make_test_clip``), streamlit-webrtc sends it to the app over WebRTC with no
     ICE server (localhost only), the app labels each frame, and the page shows the label and the
     frame rate within :data:`LIVE_LABEL_SECONDS`; the video coming back has the label drawn."""
     pytest.importorskip("streamlit_webrtc", reason="streamlit-webrtc (requirements.txt) is needed")
-    from fer_utils import realtime
+    from fer_utils import realtime, synthetic
 
     clip = tmp_path / "astronaut.y4m"
-    frames = realtime.make_test_clip(30, no_face_frames=0, path=clip, fps=15)
+    frames = synthetic.make_test_clip(30, no_face_frames=0, path=clip, fps=15)
     expected = recognizer.predict(frames[0], bgr=True)[0].label
     status = re.compile(r"Live: face 1 (\w+) \((\d+)%\) \| ([\d.]+) FPS \| (\d+) frames")
     with running_app(tmp_path) as port, chromium_page(

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from fer_utils import cli, data, evaluate, export, files, pipeline, realtime
+from fer_utils import cli, data, evaluate, export, files, pipeline, realtime, synthetic
 from fer_utils.config import IMAGE_SIZE, TEST, TRAIN, VAL
 from fer_utils.data import DataFormatError
 from onnx_helpers import build_tiny, tiny_onnx
@@ -67,7 +67,7 @@ def error_lines(err: str) -> list[str]:
 
 @pytest.fixture
 def clip(tmp_path):
-    realtime.make_test_clip(8, size=(320, 240), no_face_frames=2, path=tmp_path / "clip.mp4")
+    synthetic.make_test_clip(8, size=(320, 240), no_face_frames=2, path=tmp_path / "clip.mp4")
     return tmp_path / "clip.mp4"
 
 
@@ -113,7 +113,7 @@ def test_a_folder_of_unreadable_images_is_an_error_not_nan(model, tmp_path, caps
 def test_a_folder_with_some_unreadable_images_is_partial(model, tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, frame in enumerate(realtime.make_test_clip(3, size=(320, 240), no_face_frames=0)):
+    for i, frame in enumerate(synthetic.make_test_clip(3, size=(320, 240), no_face_frames=0)):
         cv2.imwrite(str(frames / f"{i}.png"), frame)
     (frames / "9.jpg").write_text("not an image")
     out = tmp_path / "annotated.mp4"

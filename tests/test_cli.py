@@ -9,7 +9,7 @@ import sys
 import cv2
 import pytest
 
-from fer_utils import cli, export, realtime
+from fer_utils import cli, export, realtime, synthetic
 from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
 from onnx_helpers import tiny_onnx
 
@@ -73,7 +73,7 @@ def test_wrong_model_file_is_a_clear_error(astronaut, tmp_path, capsys):
 
 
 def test_run_on_a_clip_writes_the_annotated_video(model, tmp_path, capsys):
-    clip = realtime.make_test_clip(12, no_face_frames=2, path=tmp_path / "clip.mp4")
+    clip = synthetic.make_test_clip(12, no_face_frames=2, path=tmp_path / "clip.mp4")
     out = tmp_path / "annotated.mp4"
     code = cli.main(["run", "--source", str(tmp_path / "clip.mp4"), "--out", str(out), "--model", str(model),
                      "--detect-every", "3", "--max-frames", "10", "--no-show"])
@@ -121,7 +121,7 @@ def test_run_writes_the_table_of_expressions(model, tmp_path, capsys):
     from fer_utils import ExpressionRecognizer
 
     clip = tmp_path / "clip.mp4"
-    realtime.make_test_clip(12, no_face_frames=2, path=clip)
+    synthetic.make_test_clip(12, no_face_frames=2, path=clip)
     table = tmp_path / "tables" / "frames.csv"
     code = cli.main(["run", "--source", str(clip), "--csv", str(table), "--model", str(model), "--seconds", "0.6",
                      "--no-show"])

@@ -141,18 +141,6 @@ def _record(tmp_path, run, model, public_acc, fingerprint="abc", with_file=True)
             "metrics": {"PublicTest": {"accuracy": public_acc}, "PrivateTest": {"accuracy": 0.5}}}
 
 
-def test_select_models_prefers_the_champion_then_public_test(tmp_path):
-    records = [_record(tmp_path, "a", "cnn_small", 0.60), _record(tmp_path, "b", "cnn_medium", 0.65),
-               _record(tmp_path, "c", "champion_vgg", 0.62), _record(tmp_path, "d", "fc", 0.40),
-               _record(tmp_path, "e", "cnn_big", 0.99, with_file=False),
-               _record(tmp_path, "f", "cnn_other_data", 0.98, fingerprint="zzz")]
-    chosen = export.select_models(records, n_others=2, fingerprint="abc")
-    assert [r["run"] for r in chosen] == ["c", "b", "a"]
-    no_champion = [r for r in records if r["run"] != "c"]
-    assert [r["run"] for r in export.select_models(no_champion, 1, fingerprint="abc")] == ["b", "a"]
-    assert export.select_models([], 2) == []
-
-
 def test_release_writes_model_and_card(tmp_path, tiny_path):
     record = json.loads(json.dumps(_record(tmp_path, "03_cnn_small_none_cpu", "cnn_small", 0.6)))
     record["metrics"]["PrivateTest"].update(balanced_accuracy=0.4, macro_f1=0.4, top2=0.7)

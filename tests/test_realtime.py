@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_utils import export, realtime
+from fer_utils import export, realtime, synthetic
 from fer_utils.config import CLASS_NAMES
 from onnx_helpers import tiny_onnx
 
@@ -19,22 +19,13 @@ def classifier(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip():
-    return realtime.make_test_clip(20, no_face_frames=3, fps=10)
+    return synthetic.make_test_clip(20, no_face_frames=3, fps=10)
 
 
 def _astronaut_bgr():
     from skimage import data
 
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
-def test_test_clip_frames_and_file(tmp_path):
-    path = tmp_path / "clip.mp4"
-    frames = realtime.make_test_clip(8, size=(320, 240), no_face_frames=2, path=path,
-                                     fer_faces=np.full((2, 48, 48), 128, np.uint8))
-    assert len(frames) == 8 and frames[0].shape == (240, 320, 3) and frames[0].dtype == np.uint8
-    assert np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
-    assert len(realtime.read_video(path)) == 8
 
 
 def test_haar_finds_the_astronaut():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fer_utils import export, models
-from fer_utils.runs import RunStore
+from fer_utils.runs import RunStore, select_for_export
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,20 @@ def test_finish_writes_the_record_and_drops_the_resumable_state(tmp_path, capsys
     assert "PublicTest 25.00%, PrivateTest 75.00%" in capsys.readouterr().out
     store.finish(record("03_z", 0.25, "f1", "m.keras"), work, summary="custom line")
     assert capsys.readouterr().out == "custom line\n"
+
+
+def test_select_for_export_prefers_the_champion_then_public_test(tmp_path):
+    def run(name, model, acc, fingerprint="abc", with_file=True):
+        path = tmp_path / f"{name}.keras"
+        if with_file:
+            path.write_text("x")
+        return record(name, acc, fingerprint, path, model=model)
+
+    records = [run("a", "cnn_small", 0.60), run("b", "cnn_medium", 0.65), run("c", "champion_vgg", 0.62),
+               run("d", "fc", 0.40), run("e", "cnn_big", 0.99, with_file=False),
+               run("f", "cnn_other_data", 0.98, fingerprint="zzz")]
+    chosen = select_for_export(records, n_others=2, fingerprint="abc")
+    assert [r["run"] for r in chosen] == ["c", "b", "a"]
+    no_champion = [r for r in records if r["run"] != "c"]
+    assert [r["run"] for r in select_for_export(no_champion, 1, fingerprint="abc")] == ["b", "a"]
+    assert select_for_export([], 2) == []
