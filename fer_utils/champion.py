@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .config import NUM_CLASSES, TEST, TRAIN, VAL, import_keras
-from .evaluate import evaluate_splits, metrics_record, model_path, split_metrics, write_metrics
+from .evaluate import evaluate_splits, metrics_record, model_path, split_metrics
 from .models import PriorCorrection, build, multiply_adds
 from .train import (TTA_KINDS, FaceBatches, TrainConfig, compiled_training_model, display_path, inference_model,
                     predict_proba, resolve_precision, save_model, train_and_evaluate)
@@ -191,8 +191,7 @@ def release_candidate(run, record: dict, tau: float) -> dict:
                          metrics, weights=record.get("weights", "none"), n_params=record["n_params"],
                          model_file=display_path(path), history=record.get("history", {}),
                          derived_from=record["run"], release=True)
-    write_metrics(new, run.metrics_dir)
-    return new
+    return run.store.save(new)
 
 
 # ---------------------------------------------------------------------------------------------

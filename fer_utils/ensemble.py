@@ -16,7 +16,7 @@ import pandas as pd
 
 from .config import NUM_CLASSES, TEST, VAL
 from .data import FERDataset
-from .evaluate import evaluate_predictions, metrics_record, trained_runs, write_metrics
+from .evaluate import evaluate_predictions, metrics_record, trained_runs
 from .export import ModelFileError, load_keras_model
 from .train import predict_proba
 
@@ -78,7 +78,7 @@ def member_probabilities(records: Sequence[dict], ds: FERDataset, splits: Sequen
 
 
 def write_ensemble_record(run, name: str, members: Sequence[dict], proba_by_split: dict[str, np.ndarray],
-                          weights: Sequence[float] | None = None, sampling: str | None = None) -> dict:
+                          weights: Sequence[float] | None = None, sampling: str | None = None):
     """Evaluate an ensemble's probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}`` on the
     run's dataset and write its metrics file ``<NN>_ensemble_<name>_<profile>.json``: model
     ``ensemble``, ``params`` listing the members (runs, model files, weights), training time the
@@ -95,8 +95,7 @@ def write_ensemble_record(run, name: str, members: Sequence[dict], proba_by_spli
     record = metrics_record(run_id, run.notebook, "ensemble", sampling or "+".join(r["sampling"] for r in members),
                             run.profile.name, params, run.dataset.describe(), train, metrics, weights="none",
                             n_params=int(sum(r.get("n_params") or 0 for r in members)))
-    write_metrics(record, run.metrics_dir)
-    return record
+    return run.store.save(record)
 
 
 def ensemble_gain(per_class: pd.DataFrame, ensemble: str) -> pd.DataFrame:

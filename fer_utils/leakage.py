@@ -28,6 +28,7 @@ from .config import CLASS_NAMES, TEST, TRAIN, VAL
 from .data import FERDataset, image_digests, stratified_split
 from .evaluate import CLEAN_TEST, evaluate_predictions, metrics_record, split_metrics
 from .train import display_path, fit, predict_proba, save_model
+from .runs import RunRecord
 from .vgg import build_vgg, vgg_config, vgg_model_name, vgg_params
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ LEAKY_WARNING = ("LEAKY PROTOCOL (write-up 003): every image was resampled befor
 
 
 
-def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> dict:
+def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> RunRecord:
     """Train (or load) the profile's VGG with ``recipe`` under the leaky protocol: trained on its
     training part, epoch chosen on its validation part (each epoch draws as many images as the
     official Training split holds: the honest runs' budget), tested on its test part.

@@ -2,6 +2,8 @@
 (``<models_dir>/<run>.keras``) per run, and the resumable state of a run in training
 (``<models_dir>/<run>.work/``).
 
+A run is a :class:`RunRecord`: its metrics file's JSON (the contract of ``DESIGN.md``) with named
+accessors for what notebooks read from it (``record.score("accuracy")``, ``record.label``, ...).
 Every training function asks the store first (:meth:`RunStore.existing`: the same run, dataset and
 settings were trained before, so they are loaded instead) and hands it the finished run
 (:meth:`RunStore.finish`); every notebook that picks a model from earlier ones asks it too
@@ -16,8 +18,63 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TEST, VAL
-from .evaluate import read_metrics, trained_runs, write_metrics
+import numpy as np
+import pandas as pd
+
+from .config import CLASS_NAMES, TEST, VAL
+from .evaluate import model_path, read_metrics, trained_runs, write_metrics
+
+
+class RunRecord(dict):
+    """One trained run: the metrics file's JSON as a dict (so it is written, compared and passed
+    on unchanged), with named accessors. Scores are in percent."""
+
+    @property
+    def run_id(self) -> str:
+        return self["run"]
+
+    @property
+    def label(self) -> str:
+        """The run in words, for tables and figures (``plots.describe_run``)."""
+        from .plots import describe_run
+
+        return describe_run(self)
+
+    def score(self, key: str = "accuracy", split: str = TEST) -> float:
+        """A headline metric of ``split`` in percent (``accuracy``, ``balanced_accuracy``,
+        ``macro_f1``, ``top2``, ...)."""
+        return 100 * self["metrics"][split][key]
+
+    def per_class(self, key: str = "recall", split: str = TEST) -> pd.Series:
+        """``precision``, ``recall`` or ``f1`` of every class on ``split`` (0-1), in class order."""
+        return pd.Series({c: self["metrics"][split]["per_class"][c][key] for c in CLASS_NAMES}, name=self.label)
+
+    def per_class_table(self, split: str = TEST) -> pd.DataFrame:
+        """Precision, recall, F1 and support of every class on ``split``."""
+        return pd.DataFrame(self["metrics"][split]["per_class"]).T[["precision", "recall", "f1", "support"]]
+
+    def confusion(self, split: str = TEST) -> np.ndarray:
+        """The 7x7 confusion matrix of ``split`` (rows: true class)."""
+        return np.asarray(self["metrics"][split]["confusion"])
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch training history (``loss``, ``accuracy``, ``val_accuracy``, ...)."""
+        return self.get("history", {})
+
+    @property
+    def epochs(self) -> int:
+        return self["train"]["epochs"]
+
+    @property
+    def minutes(self) -> float:
+        """Training time in minutes."""
+        return self["train"]["seconds"] / 60
+
+    @property
+    def model_path(self) -> Path:
+        """The saved Keras model's path."""
+        return model_path(self)
 
 
 @dataclass(frozen=True)
@@ -42,21 +99,21 @@ class RunStore:
             shutil.rmtree(path)
         return path
 
-    def records(self) -> list[dict]:
-        """Every metrics record, by run name (none when the folder does not exist yet)."""
-        return read_metrics(self.metrics_dir) if Path(self.metrics_dir).exists() else []
+    def records(self) -> list[RunRecord]:
+        """Every run's record, by run name (none when the folder does not exist yet)."""
+        return [RunRecord(r) for r in read_metrics(self.metrics_dir)] if Path(self.metrics_dir).exists() else []
 
-    def trained(self, fingerprint: str | None = None) -> list[dict]:
+    def trained(self, fingerprint: str | None = None) -> list[RunRecord]:
         """The honest runs whose Keras model exists (on the dataset with ``fingerprint``, if given,
         and not on data derived from it), best PublicTest accuracy first."""
         return trained_runs(self.records(), fingerprint)
 
-    def best(self, fingerprint: str | None = None) -> dict | None:
+    def best(self, fingerprint: str | None = None) -> RunRecord | None:
         """The trained run with the best PublicTest accuracy (PrivateTest plays no part), or None."""
         runs = self.trained(fingerprint)
         return runs[0] if runs else None
 
-    def existing(self, run_id: str, params: dict, dataset: dict) -> dict | None:
+    def existing(self, run_id: str, params: dict, dataset: dict) -> RunRecord | None:
         """The saved record of ``run_id`` if it can be reused: its metrics file and model exist,
         it was trained on the same dataset (``dataset``: ``FERDataset.describe()``, with the
         ``derived`` entry of data derived from it) with the same ``params``, and the store is not
@@ -71,12 +128,17 @@ class RunStore:
             return None
         print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
               "loaded, not retrained (force=True retrains)")
-        return record
+        return RunRecord(record)
 
-    def finish(self, record: dict, workdir: str | Path, summary: str | None = None) -> dict:
-        """Write a trained run's metrics file, remove its resumable state and print one line:
-        ``summary``, or its training time and PublicTest and PrivateTest accuracy. Returns ``record``."""
+    def save(self, record: dict) -> RunRecord:
+        """Write a run's metrics file (atomically); the record as a :class:`RunRecord`."""
         write_metrics(record, self.metrics_dir)
+        return RunRecord(record)
+
+    def finish(self, record: dict, workdir: str | Path, summary: str | None = None) -> RunRecord:
+        """Save a trained run's record, remove its resumable state and print one line: ``summary``,
+        or its training time and PublicTest and PrivateTest accuracy."""
+        record = self.save(record)
         shutil.rmtree(workdir, ignore_errors=True)
         t, m = record["train"], record["metrics"]
         print(summary or f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "

@@ -32,6 +32,7 @@ import pandas as pd
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record
 from .models import HorizontalFlip
+from .runs import RunRecord
 
 keras = import_keras()
 layers = keras.layers
@@ -514,7 +515,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
                        sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
                        dataset=None, derived_how: str = "", report_flip_tta: bool = False,
-                       notebook: str | None = None) -> dict:
+                       notebook: str | None = None) -> RunRecord:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import balance, train
+from .runs import RunRecord
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .evaluate import evaluate_predictions, metrics_record
 
@@ -725,7 +726,7 @@ def run_name(run, backbone_name: str, mode: str, loss: str, weights: str) -> str
 
 
 def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "ce", weights: str = "none",
-                   size: int | None = None, cache: FeatureCache | None = None, verbose: int | str = "auto") -> dict:
+                   size: int | None = None, cache: FeatureCache | None = None, verbose: int | str = "auto") -> RunRecord:
     """Train (or load) one transfer run of a notebook and write its metrics file.
 
     ``weights`` as returned by :func:`resolve_weights`. ``frozen``: the backbone's features of the

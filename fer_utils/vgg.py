@@ -21,6 +21,7 @@ from . import balance, models
 from .config import CLASS_NAMES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .data import FERDataset
 from .evaluate import CLEAN_TEST
+from .runs import RunRecord
 from .train import TrainConfig, train_and_evaluate
 
 keras = import_keras()
@@ -151,7 +152,7 @@ def resampled_training(ds: FERDataset, sampling: str, seed: int) -> Callable[[],
     return make
 
 
-def train_vgg(run, recipe: str = "tuned", sampling: str = "none", notebook: str | None = None) -> dict:
+def train_vgg(run, recipe: str = "tuned", sampling: str = "none", notebook: str | None = None) -> RunRecord:
     """Train (or load) the profile's VGG with ``recipe`` on the Training split, resampled with
     ``sampling`` (``none``, ``ros``, ``smote``, ``smote_tomek``, ``smote_enn``, ...); each epoch
     draws as many images as Training holds. ``notebook`` files the run under another notebook

@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from fer_utils import export, models
-from fer_utils.runs import RunStore, select_for_export
+from fer_utils.config import CLASS_NAMES
+from fer_utils.runs import RunRecord, RunStore, select_for_export
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,18 @@ def test_select_for_export_prefers_the_champion_then_public_test(tmp_path):
     no_champion = [r for r in records if r["run"] != "c"]
     assert [r["run"] for r in select_for_export(no_champion, 1, fingerprint="abc")] == ["b", "a"]
     assert select_for_export([], 2) == []
+
+
+def test_run_record_reads_the_metrics_file_by_name():
+    per_class = {c: {"precision": 0.5, "recall": i / 10, "f1": 0.4, "support": 10} for i, c in enumerate(CLASS_NAMES)}
+    raw = record("03_cnn_small_smote_cpu", 0.61, "f1", "models/x.keras", model="cnn_small", sampling="smote",
+                 history={"val_accuracy": [0.5, 0.61]})
+    raw["metrics"]["PrivateTest"].update(per_class=per_class, balanced_accuracy=0.5, confusion=np.eye(7).tolist())
+    run = RunRecord(raw)
+    assert run == raw and json.loads(json.dumps(run)) == raw  # still the file's JSON
+    assert run.score() == pytest.approx(39.0) and run.score("accuracy", "PublicTest") == pytest.approx(61.0)
+    assert run.score("balanced_accuracy") == 50.0
+    assert run.per_class("recall")["fear"] == pytest.approx(0.2) and list(run.per_class().index) == list(CLASS_NAMES)
+    assert run.per_class_table().loc["disgust", "support"] == 10 and run.confusion().shape == (7, 7)
+    assert run.label == "small CNN, SMOTE" and run.epochs == 1 and run.minutes == 1.0
+    assert run.history["val_accuracy"][-1] == 0.61 and str(run.model_path).endswith("models/x.keras")
