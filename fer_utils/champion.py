@@ -88,6 +88,9 @@ ABLATIONS: dict[str, dict] = {
     "no label smoothing": dict(label_smoothing=0.0),
     "EMA of the weights (0.999)": dict(ema_momentum=0.999),
     "wider (64-128-256 filters)": dict(stages=((64, 2), (128, 2), (256, 2))),
+    "mixup (alpha 0.2)": dict(mix="mixup"),
+    "cutmix": dict(mix="cutmix"),
+    "random erasing (p 0.25)": dict(erasing=0.25),
 }
 
 #: Epochs and time cap (minutes) of every ablation run, per profile.
@@ -108,7 +111,7 @@ def train_ablations(run, names: list[str] | None = None) -> pd.DataFrame:
                          time_budget_s=budget["budget_min"] and 60 * budget["budget_min"], **changes)
         builder = (lambda **kw: build(MODEL_NAME, stages=stages, **kw)) if stages else (lambda **kw: build(MODEL_NAME, **kw))
         slug = "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-        record = train_and_evaluate(run, f"{MODEL_NAME}_ablation_{slug}", builder, config)
+        record = train_and_evaluate(run, f"{MODEL_NAME}_ablation_{slug}", builder, config, needs_model=False)
         rows.append({"ablation": name, "PublicTest %": 100 * record["metrics"][VAL]["accuracy"],
                      "PrivateTest %": 100 * record["metrics"][TEST]["accuracy"],
                      "minutes": record["train"]["seconds"] / 60, "epochs": record["train"]["epochs"],

@@ -113,13 +113,14 @@ class RunStore:
         runs = self.trained(fingerprint)
         return runs[0] if runs else None
 
-    def existing(self, run_id: str, params: dict, dataset: dict) -> RunRecord | None:
-        """The saved record of ``run_id`` if it can be reused: its metrics file and model exist,
+    def existing(self, run_id: str, params: dict, dataset: dict, needs_model: bool = True) -> RunRecord | None:
+        """The saved record of ``run_id`` if it can be reused: its metrics file and (unless
+        ``needs_model`` is False, for runs only tabulated later) its model exist,
         it was trained on the same dataset (``dataset``: ``FERDataset.describe()``, with the
         ``derived`` entry of data derived from it) with the same ``params``, and the store is not
         forced. None otherwise (the run must be trained)."""
         metrics_path, model_path = self.metrics_path(run_id), self.model_path(run_id)
-        if self.force or not (metrics_path.exists() and model_path.exists()):
+        if self.force or not (metrics_path.exists() and (model_path.exists() or not needs_model)):
             return None
         record = json.loads(metrics_path.read_text())
         saved = record["dataset"]

@@ -42,6 +42,8 @@ BATCH_RUN_ENV = "FER_BATCH_RUN"
 
 #: Test-time augmentation kinds: the views of each face whose probabilities are averaged.
 TTA_KINDS = ("none", "flip", "ten_crop")
+#: Ways of mixing training faces and their labels (``TrainConfig.mix``).
+MIX_KINDS = (None, "mixup", "cutmix")
 
 
 @dataclass
@@ -64,7 +66,9 @@ class TrainConfig:
     natively, see ``resolve_precision``); ``ema_momentum``: keep an exponential moving average of
     the weights and select, save and evaluate it; ``tta``: test-time augmentation inside the
     returned model, one of ``TTA_KINDS`` (``ten_crop``: four corner crops and the centre crop,
-    each also mirrored; needs ``crop``).
+    each also mirrored; needs ``crop``); ``mix``: ``mixup`` or ``cutmix`` (Keras' ``MixUp`` /
+    ``CutMix`` layers on each training batch, labels mixed with the faces); ``erasing``: the
+    probability of random erasing (Keras' ``RandomErasing``) after the other augmentation.
     """
 
     epochs: int = 30
@@ -84,9 +88,11 @@ class TrainConfig:
     precision: str = "float32"
     ema_momentum: float | None = None
     tta: str = "none"
+    mix: str | None = None
+    erasing: float = 0.0
 
     #: The opt-in fields and their defaults (omitted from ``params`` while at the default).
-    OPT_IN = {"crop": None, "precision": "float32", "ema_momentum": None, "tta": "none"}
+    OPT_IN = {"crop": None, "precision": "float32", "ema_momentum": None, "tta": "none", "mix": None, "erasing": 0.0}
 
     def __post_init__(self):
         if self.crop is not None and not 8 <= self.crop <= IMAGE_SIZE:
@@ -95,6 +101,10 @@ class TrainConfig:
             raise ValueError(f"tta={self.tta!r}: choose one of {TTA_KINDS}")
         if self.tta == "ten_crop" and not self.crop:
             raise ValueError("tta='ten_crop' needs crop (the corner crops are crop-sized)")
+        if self.mix not in MIX_KINDS:
+            raise ValueError(f"mix={self.mix!r}: choose one of {MIX_KINDS}")
+        if not 0.0 <= self.erasing <= 1.0:
+            raise ValueError(f"erasing={self.erasing}: a probability between 0 and 1")
         if self.precision not in ("float32", "mixed_bfloat16", "auto"):
             raise ValueError(f"precision={self.precision!r}: choose 'float32', 'mixed_bfloat16' or 'auto'")
 
@@ -205,12 +215,16 @@ class FaceBatches(keras.utils.PyDataset):
 
     Each epoch draws ``epoch_size`` images (default: one pass over ``x``) from a stream of seeded
     permutations, so an epoch of an oversampled set costs the same as one of the original set.
-    Backend-neutral: Keras feeds it to TensorFlow, JAX or PyTorch alike.
+    ``mix`` (``mixup`` or ``cutmix``) blends each batch's faces and labels with Keras' layer of
+    that name. Backend-neutral: Keras feeds it to TensorFlow, JAX or PyTorch alike.
     """
 
     def __init__(self, x, y, batch_size: int, epoch_size: int | None = None, sample_weight=None,
-                 shuffle: bool = True, seed: int = 0):
+                 shuffle: bool = True, seed: int = 0, mix: str | None = None):
         super().__init__()
+        self.mixer = {None: None, "mixup": lambda: layers.MixUp(seed=seed),
+                      "cutmix": lambda: layers.CutMix(seed=seed)}[mix]
+        self.mixer = self.mixer and self.mixer()
         self.x, self.y_onehot = x, np.eye(NUM_CLASSES, dtype=np.float32)[y]
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
         self.batch_size, self.epoch_size = batch_size, epoch_size or len(x)
@@ -231,13 +245,22 @@ class FaceBatches(keras.utils.PyDataset):
     def __getitem__(self, step: int):
         rows = np.sort(self.indices[step * self.batch_size:(step + 1) * self.batch_size])
         batch = (self.x[rows].astype(np.float32), self.y_onehot[rows])
+        if self.mixer is not None:
+            mixed = self.mixer({"images": batch[0][..., None], "labels": batch[1]}, training=True)
+            batch = (np.asarray(mixed["images"])[..., 0], np.asarray(mixed["labels"]))
         return batch if self.sample_weight is None else (*batch, self.sample_weight[rows])
 
 
-def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0) -> keras.Sequential | None:
+def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0,
+                   erasing: float = 0.0) -> keras.Sequential | None:
     """Keras augmentation layers for ``(B, 48, 48, 1)`` faces on the 0-255 scale, active in
     training only. With ``crop``, the shift is the crop's (up to ``(48 - crop) / 2`` pixels each
-    way), so the centre crop that follows is a random crop."""
+    way), so the centre crop that follows is a random crop. ``erasing`` > 0 ends the stack with
+    random erasing of a patch with that probability."""
+    if erasing:
+        stack = make_augmenter(kind, crop, seed)
+        erase = layers.RandomErasing(factor=(erasing, erasing), value_range=(0, 255), seed=seed)
+        return keras.Sequential([*(stack.layers if stack else []), erase], name=f"{stack.name if stack else 'augment'}_erasing")
     if kind in (None, "none") and not crop:
         return None
     shift = (IMAGE_SIZE - crop) / 2 / IMAGE_SIZE if crop else 0.1
@@ -280,10 +303,11 @@ def _face_batch_input():
     return inputs, layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
 
 
-def training_model(net: keras.Model, augment: str | None, crop: int | None, seed: int = 0) -> keras.Model:
-    """``net`` behind the training-time augmentation and crop (all Keras layers, so they run
-    inside the compiled step on any backend); ``net`` itself when there is neither."""
-    augmenter = make_augmenter(augment, crop, seed)
+def training_model(net: keras.Model, augment: str | None, crop: int | None, seed: int = 0,
+                   erasing: float = 0.0) -> keras.Model:
+    """``net`` behind the training-time augmentation, random erasing and crop (all Keras layers, so
+    they run inside the compiled step on any backend); ``net`` itself when there is none."""
+    augmenter = make_augmenter(augment, crop, seed, erasing)
     if augmenter is None:
         return net
     inputs, x = _face_batch_input()
@@ -334,7 +358,8 @@ def compiled_training_model(build: Callable[..., keras.Model], config: TrainConf
     augmentation and crop (faces only, not feature rows) and compiled with the config's optimizer,
     schedule and loss (default: cross-entropy with the config's label smoothing)."""
     net = build_network(build, config, precision)
-    model = training_model(net, config.augment if faces else None, config.crop if faces else None, config.seed)
+    model = training_model(net, config.augment if faces else None, config.crop if faces else None, config.seed,
+                           config.erasing if faces else 0.0)
     model.compile(
         optimizer=_optimizer(config, steps_per_epoch),
         loss=loss if loss is not None else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -457,7 +482,8 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
     train_data = FaceBatches(x_train, y_train, config.batch_size, config.epoch_size,
-                             sample_weights(y_train, config.class_weight), seed=config.seed)
+                             sample_weights(y_train, config.class_weight), seed=config.seed,
+                             mix=config.mix if faces else None)
     with scope():
         model, _ = compiled_training_model(build, config, len(train_data), precision, faces, loss)
     val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val]) if validated else None
@@ -515,7 +541,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
                        sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
                        dataset=None, derived_how: str = "", report_flip_tta: bool = False,
-                       notebook: str | None = None) -> RunRecord:
+                       notebook: str | None = None, needs_model: bool = True) -> RunRecord:
     """Train (or load) one model for a notebook run and write its metrics file.
 
     ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
@@ -524,7 +550,9 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     file for the same dataset fingerprint and settings and its model exist, they are loaded
     instead of retraining, unless ``run.force`` (``fer_utils.runs.RunStore``). ``notebook`` files the
     run under another notebook (e.g. notebook 07's unaligned baseline is notebook 03's run: loaded
-    if it exists, else trained under 03's name, never forced). Returns the metrics record.
+    if it exists, else trained under 03's name, never forced). ``needs_model=False`` reuses the
+    metrics file even without its model (runs that are only tabulated, such as ablations, so that
+    they add up across machines). Returns the metrics record.
 
     ``report_flip_tta`` also evaluates with horizontal-flip test-time augmentation and stores those
     metrics under ``metrics_flip_tta`` (``metrics`` stays the single-pass model's, what an export runs).
@@ -544,7 +572,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
                                     **({"report_flip_tta": True} if report_flip_tta else {})}))
-    if (record := store.existing(run_id, params, described)) is not None:
+    if (record := store.existing(run_id, params, described, needs_model)) is not None:
         return record
     if callable(train_data):
         train_data = train_data()

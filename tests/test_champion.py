@@ -108,3 +108,18 @@ def test_literature_table_puts_ours_beside_the_published_figures():
     table = champion.literature_table({"ours": 60.0})
     assert table["PrivateTest accuracy %"].is_monotonic_decreasing
     assert (table["source"] == "this project").sum() == 1 and len(table) == 1 + len(champion.LITERATURE)
+
+
+def test_ablations_train_each_row_and_are_read_back_without_their_models(tmp_path):
+    run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    rows = ["recipe as released", "cutmix", "random erasing (p 0.25)"]
+    table = champion.train_ablations(run, rows)
+    assert list(table.index) == rows and table.loc["recipe as released", "PublicTest gain (points)"] == 0
+    assert (table["epochs"] == 1).all() and (table["faces/s"] > 0).all()
+    runs = {r["run"]: r for r in run.store.records()}
+    assert {r["params"].get("mix") for r in runs.values()} == {None, "cutmix"}
+    for path in run.models_dir.glob("*.keras"):
+        path.unlink()  # another machine: metrics files only
+    again = champion.train_ablations(run, rows)
+    assert {r["run"]: r["created"] for r in run.store.records()} == {k: r["created"] for k, r in runs.items()}
+    pd.testing.assert_frame_equal(again, table)

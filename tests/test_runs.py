@@ -97,3 +97,10 @@ def test_run_record_reads_the_metrics_file_by_name():
     assert run.per_class_table().loc["disgust", "support"] == 10 and run.confusion().shape == (7, 7)
     assert run.label == "small CNN, SMOTE" and run.epochs == 1 and run.minutes == 1.0
     assert run.history["val_accuracy"][-1] == 0.61 and str(run.model_path).endswith("models/x.keras")
+
+
+def test_tabulated_runs_are_reused_from_their_metrics_alone(tmp_path):
+    store = RunStore(tmp_path / "metrics", tmp_path / "models")
+    store.save(record("12_ablation", 0.5, "f1", store.model_path("12_ablation")))
+    assert store.existing("12_ablation", {"lr": 1}, {"fingerprint": "f1"}) is None  # its model is gone
+    assert store.existing("12_ablation", {"lr": 1}, {"fingerprint": "f1"}, needs_model=False)["run"] == "12_ablation"

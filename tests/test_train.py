@@ -189,6 +189,36 @@ def test_opt_in_settings_leave_the_params_of_existing_runs_alone():
         TrainConfig(crop=60)
 
 
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixed_batches_blend_faces_and_labels(mix):
+    from fer_utils.train import FaceBatches
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8), np.arange(64) % 7
+    faces, labels = FaceBatches(x, y, 32, mix=mix, seed=1)[0]
+    assert faces.shape == (32, 48, 48) and labels.shape == (32, 7)
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+    assert (labels.max(axis=1) < 1).any()  # some labels are blends of two classes
+    plain_faces, plain_labels = FaceBatches(x, y, 32, seed=1)[0]
+    assert set(np.unique(plain_labels)) == {0.0, 1.0} and not np.allclose(faces, plain_faces)
+    with pytest.raises(ValueError, match="mix="):
+        TrainConfig(mix="blend")
+
+
+def test_random_erasing_ends_the_training_augmentation(faces, tmp_path):
+    from fer_utils.train import make_augmenter
+
+    stack = make_augmenter("flip", crop=40, erasing=0.5)
+    assert type(stack.layers[-1]).__name__ == "RandomErasing" and len(stack.layers) == 3
+    assert type(make_augmenter(None, erasing=0.5).layers[0]).__name__ == "RandomErasing"
+    assert TrainConfig(erasing=0.25).params()["erasing"] == 0.25 and "erasing" not in TrainConfig().params()
+    with pytest.raises(ValueError, match="erasing"):
+        TrainConfig(erasing=2)
+    (x, y, xv, yv) = faces
+    result = fit(tiny_cnn, x, y, xv, yv, TrainConfig(epochs=1, patience=None, erasing=0.5, mix="mixup"), tmp_path)
+    assert result.epochs == 1 and result.model.predict(xv[:2], verbose=0).shape == (2, 7)
+
+
 def test_batch_size_and_learning_rate_scale_together():
     scaled = TrainConfig(batch_size=128, learning_rate=1e-3).with_batch_size(512)
     assert scaled.batch_size == 512 and scaled.learning_rate == pytest.approx(4e-3)
