@@ -32,6 +32,7 @@ class NotebookRun:
     reports_dir: Path
     seed: int
     force: bool = False
+    reuse_metrics: bool = False
 
     @property
     def figures_dir(self) -> Path:
@@ -51,7 +52,7 @@ class NotebookRun:
     @property
     def store(self) -> RunStore:
         """The trained runs of this run's reports folder (metrics files and Keras models)."""
-        return RunStore(self.metrics_dir, self.models_dir, self.force)
+        return RunStore(self.metrics_dir, self.models_dir, self.force, self.reuse_metrics)
 
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic),
@@ -159,12 +160,12 @@ def subsample_per_class(ds: FERDataset, per_class: int, seed: int = 0) -> FERDat
 
 def start(notebook: str, profile: str = "cpu", data_path: str | None = None,
           reports_dir: str | None = None, seed: int = 42, force: bool = False,
-          verbose: bool = True) -> NotebookRun:
+          verbose: bool = True, reuse_metrics: bool = False) -> NotebookRun:
     """Seed everything, load the dataset (or the synthetic stand-in) and pick the output folders.
 
     ``data_path`` falls back to ``$FER2013`` and then ``data/``; with none found the run uses
     the synthetic stand-in. The ``smoke`` profile also shrinks real data to a few images per
-    class.
+    class. ``reuse_metrics`` reuses trained runs from their metrics files alone (``RunStore``).
     """
     prof = config.get_profile(profile)
     config.set_seed(seed)
@@ -176,7 +177,7 @@ def start(notebook: str, profile: str = "cpu", data_path: str | None = None,
         if prof.name == "smoke":
             dataset = subsample_per_class(dataset, prof.max_train_per_class or 50, seed)
     out = resolve_reports_dir(reports_dir, prof.name, dataset.synthetic)
-    run = NotebookRun(notebook, prof, dataset, out, seed, force)
+    run = NotebookRun(notebook, prof, dataset, out, seed, force, reuse_metrics)
     if verbose:
         print(run.banner())
     return run

@@ -79,11 +79,14 @@ class RunRecord(dict):
 
 @dataclass(frozen=True)
 class RunStore:
-    """Trained runs in ``metrics_dir`` and ``models_dir``; ``force`` retrains instead of reusing."""
+    """Trained runs in ``metrics_dir`` and ``models_dir``; ``force`` retrains instead of reusing;
+    ``metrics_suffice`` reuses a run whose metrics file exists even when its model file does not
+    (to re-render a notebook from committed results, or to finish a long study across machines)."""
 
     metrics_dir: Path
     models_dir: Path
     force: bool = False
+    metrics_suffice: bool = False
 
     def metrics_path(self, run_id: str) -> Path:
         return Path(self.metrics_dir) / f"{run_id}.json"
@@ -120,7 +123,7 @@ class RunStore:
         ``derived`` entry of data derived from it) with the same ``params``, and the store is not
         forced. None otherwise (the run must be trained)."""
         metrics_path, model_path = self.metrics_path(run_id), self.model_path(run_id)
-        if self.force or not (metrics_path.exists() and (model_path.exists() or not needs_model)):
+        if self.force or not (metrics_path.exists() and (model_path.exists() or not needs_model or self.metrics_suffice)):
             return None
         record = json.loads(metrics_path.read_text())
         saved = record["dataset"]

@@ -104,3 +104,14 @@ def test_tabulated_runs_are_reused_from_their_metrics_alone(tmp_path):
     store.save(record("12_ablation", 0.5, "f1", store.model_path("12_ablation")))
     assert store.existing("12_ablation", {"lr": 1}, {"fingerprint": "f1"}) is None  # its model is gone
     assert store.existing("12_ablation", {"lr": 1}, {"fingerprint": "f1"}, needs_model=False)["run"] == "12_ablation"
+    lenient = RunStore(store.metrics_dir, store.models_dir, metrics_suffice=True)  # what reuse_metrics=True gives
+    assert lenient.existing("12_ablation", {"lr": 1}, {"fingerprint": "f1"})["run"] == "12_ablation"
+    assert lenient.existing("12_ablation", {"lr": 2}, {"fingerprint": "f1"}) is None  # settings still count
+
+
+def test_a_notebook_run_hands_its_reuse_rule_to_its_store(tmp_path):
+    from fer_utils.notebook import start
+
+    run = start("03_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False, reuse_metrics=True)
+    assert run.store.metrics_suffice and not start("03_test", "smoke", "synthetic", str(tmp_path / "r2"), seed=0,
+                                                   verbose=False).store.metrics_suffice
