@@ -190,6 +190,15 @@ def has_conv_layer(model: keras.Model) -> bool:
         return _wrapped_network(model) is not None
 
 
+def gradcam_layer(model: keras.Model) -> str | None:
+    """The layer :func:`grad_cam` reads, in words (for an inference model, the layer of the network
+    inside it), or None when the model has no convolution."""
+    net = _wrapped_network(model)
+    if net is not None:
+        return f"{last_conv_layer(net)} of {net.name} (inside {model.name})"
+    return last_conv_layer(model) if has_conv_layer(model) else None
+
+
 def _score_model(model: keras.Model, layer_name: str, use_logits: bool) -> tuple[keras.Model, object]:
     """A model input -> (feature maps, class scores). Scores are the logits when the model ends in
     a softmax Dense or Activation layer (and ``use_logits``), else the probabilities. The second

@@ -153,3 +153,7 @@ def test_grad_cam_explains_the_network_inside_an_inference_model():
     maps = explain.grad_cam(wrapped, faces, label=3)
     assert maps.shape == (2, 48, 48) and maps[:, :4].max() == 0 and maps[:, :, 44:].max() == 0
     np.testing.assert_allclose(maps[:, 4:44, 4:44], explain.grad_cam(net, faces[:, 4:44, 4:44], label=3), atol=1e-6)
+    last = explain.last_conv_layer(net)
+    assert explain.gradcam_layer(wrapped) == f"{last} of cnn_small (inside {wrapped.name})"
+    assert explain.gradcam_layer(inference_model(net, 40, "ten_crop")).startswith(last)  # notebook 04's VGG shape
+    assert explain.gradcam_layer(net) == last and explain.gradcam_layer(models.build("fc_2304_256_512_7")) is None
