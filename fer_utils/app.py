@@ -404,6 +404,14 @@ class LiveFeed:
         return f"Live: {found or 'no face'}{fps} | {frames} frames"
 
 
+def webrtc_addresses() -> list[str]:
+    """The local addresses WebRTC can connect over (aiortc's ICE skips loopback, as browsers do);
+    empty in a sandbox whose only network is loopback, where the live webcam cannot connect."""
+    from aioice.ice import get_host_addresses
+
+    return get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
 @st.fragment(run_every=1.0)
 def _live_status(feed: LiveFeed) -> None:
     st.markdown(f"**{feed.status()}**")
@@ -415,6 +423,10 @@ def _live(classifier, detector: str, model_key: str) -> None:
     if streamlit_webrtc is None:
         st.error("The live webcam needs streamlit-webrtc and aiortc, which are not installed here: "
                  "`pip install -r requirements.txt` installs them.")
+        return
+    if not webrtc_addresses():
+        st.error("The live webcam cannot start here: WebRTC needs a network address other than loopback "
+                 "(127.0.0.1), and this machine has none. Photos and webcam snapshots still work.")
         return
     if st.session_state.get("live_feed_key") != (model_key, detector):
         video = ExpressionRecognizer(classifier, detector).video_recognizer()

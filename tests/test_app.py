@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import io
 import json
 import re
@@ -380,6 +381,7 @@ def test_the_live_mode_on_the_page(page, monkeypatch):
         return types.SimpleNamespace(state=types.SimpleNamespace(playing=len(calls) > 1))
 
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer)
+    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda **_: ["192.0.2.2"])
     page.toggle(key="live_on").set_value(True)
     run_page(page)
     assert not page.error and not page.subheader, "photos are not analysed in live mode"
@@ -395,6 +397,18 @@ def test_the_live_mode_on_the_page(page, monkeypatch):
     page.toggle(key="live_on").set_value(False)
     run_page(page)
     assert texts(page.subheader)[0] == app.SAMPLE_NAME and len(calls) == 2
+
+
+def test_the_live_mode_says_why_it_cannot_connect_without_a_network(page, monkeypatch):
+    """Where loopback is the only network (a sandbox), WebRTC cannot connect: the page says so
+    instead of waiting for the camera forever, and never starts the component."""
+    import streamlit_webrtc
+
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **_: pytest.fail("component started"))
+    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda **_: [])
+    page.toggle(key="live_on").set_value(True)
+    run_page(page)
+    assert any("needs a network address other than loopback" in text for text in texts(page.error))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +532,10 @@ def screenshot(page: DevTools) -> np.ndarray:
 
 needs_chromium = pytest.mark.skipif(chromium_binary() is None,
                                     reason="no chromium on PATH (Debian's `chromium` package; .ci/run installs it)")
+needs_network = pytest.mark.skipif(
+    importlib.util.find_spec("aioice") is not None and not app.webrtc_addresses(),
+    reason="WebRTC needs a network address other than loopback (aiortc and Chromium skip 127.0.0.1); "
+           "this machine has only loopback")
 
 
 @needs_chromium
@@ -569,6 +587,7 @@ LIVE_VIDEO_FRAME = """(() => {
 
 
 @needs_chromium
+@needs_network
 @pytest.mark.slow
 def test_the_live_webcam_labels_the_face_in_chromium(tmp_path, recognizer):
     """The live webcam end to end: Chromium's fake camera plays a .y4m clip of the astronaut's

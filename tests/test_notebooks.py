@@ -4,6 +4,9 @@ under papermill with the smoke profile on the synthetic stand-in."""
 import base64
 import json
 import os
+import re
+import shlex
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -81,6 +84,29 @@ def test_pipeline_reads_notebook_parameters_as_yaml(tmp_path):
     assert pipeline.parse_parameter(f"compare_data_path={tmp_path}") == ("compare_data_path", str(tmp_path.resolve()))
     with pytest.raises(ValueError, match="NAME=VALUE"):
         pipeline.parse_parameter("allow_scratch")
+
+
+def _parameters(path) -> set[str]:
+    """The names a notebook's tagged ``parameters`` cell assigns."""
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line.split("#")[0]}
+
+
+def test_documented_notebook_options_parse():
+    """Every ``make NN ARGS="-p ..."`` written in the README or a notebook's prose is a valid
+    ``-p NAME=VALUE`` naming a parameter of notebook NN: a typo there fails a reader's first try."""
+    texts = [Path("README.md").read_text()] + [c.source for p in NOTEBOOKS
+                                                 for c in nbformat.read(p, as_version=4).cells]
+    commands = [(number, args) for text in texts
+                for number, args in re.findall(r'make (\d\d) ARGS="(.*?)"`', text.replace("\n", " "), re.S)]
+    assert len(commands) >= 3
+    for number, args in commands:
+        words = shlex.split(args)
+        assert words[::2] == ["-p"] * len(words[1::2]), args
+        notebook = next(p for p in NOTEBOOKS if p.name.startswith(number + "_"))
+        for option in words[1::2]:
+            name, _ = pipeline.parse_parameter(option)
+            assert name in _parameters(notebook), f"make {number}: {notebook.name} has no parameter {name!r}"
 
 
 def test_unknown_profile_is_a_clear_error():
