@@ -11,7 +11,7 @@ One module per pipeline stage:
 - ``eda``: exploratory statistics;
 - ``balance``: class balancing of the training split (imbalanced-learn, augmentation, weights);
 - ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
-- ``train``: the shared, resumable ``fit`` and ``train_and_evaluate``;
+- ``train``: the shared, resumable ``fit`` and ``train_and_evaluate`` (a dataset, a config and a ``runs.RunStore`` in, a ``runs.RunRecord`` out);
 - ``vgg``: the VGGNet recipes and the results tables of notebooks 04, 06 and 11 (notebook 04);
 - ``ensemble``: softmax-average ensembles of trained models (notebook 06);
 - ``leakage``: resampling with parents and the leakage audit of write-up 003's protocol (notebook 11);

@@ -17,9 +17,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .config import NUM_CLASSES, TEST, TRAIN, VAL, import_keras
+from .config import NUM_CLASSES, TEST, TRAIN, VAL, Profile, import_keras
 from .evaluate import evaluate_splits, metrics_record, model_path, split_metrics
 from .models import PriorCorrection, build, multiply_adds
+from .runs import RunRecord, RunStore
 from .train import (TTA_KINDS, FaceBatches, TrainConfig, compiled_training_model, display_path, inference_model,
                     predict_proba, resolve_precision, save_model, train_and_evaluate)
 
@@ -65,12 +66,11 @@ def champion_config(profile, seed: int = 42, epochs: int | None = None) -> Train
     ).with_batch_size(256)
 
 
-def train_champion(run, config: TrainConfig | None = None) -> dict:
-    """Train (or load, when its results exist) the champion on the run's Training split, select
-    the epoch on PublicTest, and write its metrics file (the model as configured: centre crop and
-    the config's test-time augmentation inside it)."""
-    config = config or champion_config(run.profile, run.seed)
-    return train_and_evaluate(run, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config)
+def train_champion(store: RunStore, dataset, config: TrainConfig) -> RunRecord:
+    """Train (or load, when its results exist) the champion with ``config`` (``champion_config``)
+    on ``dataset``'s Training split, select the epoch on PublicTest, and file it in ``store`` (the
+    model as configured: centre crop and the config's test-time augmentation inside it)."""
+    return train_and_evaluate(store, dataset, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,20 +98,22 @@ ABLATION_BUDGET: dict[str, dict] = {"smoke": dict(epochs=1, budget_min=None), "c
                                     "full": dict(epochs=60, budget_min=None)}
 
 
-def train_ablations(run, names: list[str] | None = None) -> pd.DataFrame:
-    """Train (or load) each ablation of ``ABLATIONS`` at the profile's ``ABLATION_BUDGET`` and
+def train_ablations(store: RunStore, dataset, profile: Profile, names: list[str] | None = None,
+                    seed: int = 42) -> pd.DataFrame:
+    """Train (or load) each ablation of ``ABLATIONS`` at ``profile``'s ``ABLATION_BUDGET`` and
     tabulate PublicTest accuracy (what chooses), its gain over the released recipe at the same
     budget, and the cost (minutes, faces/s). PrivateTest is shown, never used."""
-    budget = ABLATION_BUDGET[run.profile.name]
+    budget = ABLATION_BUDGET[profile.name]
     rows = []
     for name in names or list(ABLATIONS):
         changes = dict(ABLATIONS[name])
         stages = changes.pop("stages", None)
-        config = replace(champion_config(run.profile, run.seed, epochs=budget["epochs"]),
+        config = replace(champion_config(profile, seed, epochs=budget["epochs"]),
                          time_budget_s=budget["budget_min"] and 60 * budget["budget_min"], **changes)
         builder = (lambda **kw: build(MODEL_NAME, stages=stages, **kw)) if stages else (lambda **kw: build(MODEL_NAME, **kw))
         slug = "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-        record = train_and_evaluate(run, f"{MODEL_NAME}_ablation_{slug}", builder, config, needs_model=False)
+        record = train_and_evaluate(store, dataset, f"{MODEL_NAME}_ablation_{slug}", builder, config,
+                                    needs_model=False)
         rows.append({"ablation": name, "PublicTest %": 100 * record["metrics"][VAL]["accuracy"],
                      "PrivateTest %": 100 * record["metrics"][TEST]["accuracy"],
                      "minutes": record["train"]["seconds"] / 60, "epochs": record["train"]["epochs"],
@@ -176,17 +178,18 @@ def choose_tau(frontier: pd.DataFrame, max_accuracy_drop: float = 0.5) -> float:
     return float(allowed["balanced accuracy"].idxmax())
 
 
-def release_candidate(run, record: dict, tau: float) -> dict:
-    """The trained champion with prior correction ``tau`` inside its graph, saved as its own model
-    and metrics file (``release: true``, what notebook 09 exports). Its metrics are computed from
-    the saved model; training facts are the trained run's."""
-    ds = run.dataset
+def release_candidate(store: RunStore, dataset, record: dict, tau: float) -> RunRecord:
+    """The trained champion (``record``, trained on ``dataset``) with prior correction ``tau``
+    inside its graph, saved in ``store`` as its own model and metrics file (``release: true``,
+    what notebook 09 exports). Its metrics are computed from the saved model; training facts are
+    the trained run's."""
+    ds = dataset
     y_train = ds.split(TRAIN)[1]
     base = keras.models.load_model(model_path(record), compile=False)
     corrected = keras.Model(base.inputs, PriorCorrection(prior_weights(y_train, tau), name="prior_correction")(
         base.outputs[0]), name=f"{base.name}_prior_corrected")
     run_id = record["run"].replace(f"_{record['sampling']}_", f"_{record['sampling']}_prior_corrected_", 1)
-    path = save_model(corrected, run.store.model_path(run_id))
+    path = save_model(corrected, store.model_path(run_id))
     reloaded = keras.models.load_model(path, compile=False)
     metrics = evaluate_splits(lambda x: predict_proba(reloaded, x), ds)
     new = metrics_record(run_id, record["notebook"], record["model"], record["sampling"], record["profile"],
@@ -194,7 +197,7 @@ def release_candidate(run, record: dict, tau: float) -> dict:
                          metrics, weights=record.get("weights", "none"), n_params=record["n_params"],
                          model_file=display_path(path), history=record.get("history", {}),
                          derived_from=record["run"], release=True)
-    return run.store.save(new)
+    return store.save(new)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .config import NUM_CLASSES, TEST, VAL
 from .data import FERDataset
 from .evaluate import evaluate_predictions, metrics_record, trained_runs
 from .export import ModelFileError, load_keras_model
+from .runs import RunRecord, RunStore
 from .train import predict_proba
 
 
@@ -77,14 +78,15 @@ def member_probabilities(records: Sequence[dict], ds: FERDataset, splits: Sequen
     return out
 
 
-def write_ensemble_record(run, name: str, members: Sequence[dict], proba_by_split: dict[str, np.ndarray],
-                          weights: Sequence[float] | None = None, sampling: str | None = None):
-    """Evaluate an ensemble's probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}`` on the
-    run's dataset and write its metrics file ``<NN>_ensemble_<name>_<profile>.json``: model
+def write_ensemble_record(store: RunStore, dataset, name: str, members: Sequence[dict],
+                          proba_by_split: dict[str, np.ndarray], weights: Sequence[float] | None = None,
+                          sampling: str | None = None) -> RunRecord:
+    """Evaluate an ensemble's probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}`` on
+    ``dataset`` and save its metrics file ``<NN>_ensemble_<name>_<profile>.json`` in ``store``: model
     ``ensemble``, ``params`` listing the members (runs, model files, weights), training time the
     sum of the members'. Returns the record (it names no ``model_file``: the members' are listed)."""
-    metrics = evaluate_predictions(proba_by_split, run.dataset)
-    run_id = f"{run.notebook[:2]}_ensemble_{name}_{run.profile.name}"
+    metrics = evaluate_predictions(proba_by_split, dataset)
+    run_id = store.run_id("ensemble", name)
     params = {"model": "ensemble", "combination": "softmax average (mean of the members' class probabilities)",
               "members": [r["run"] for r in members],
               "weights": "equal" if weights is None else [float(w) for w in weights],
@@ -92,10 +94,10 @@ def write_ensemble_record(run, name: str, members: Sequence[dict], proba_by_spli
     seconds = float(sum(r["train"]["seconds"] for r in members))
     train = {"epochs": None, "seconds": round(seconds, 1), "stopped": "members trained separately",
              "members": {r["run"]: {"epochs": r["train"]["epochs"], "seconds": r["train"]["seconds"]} for r in members}}
-    record = metrics_record(run_id, run.notebook, "ensemble", sampling or "+".join(r["sampling"] for r in members),
-                            run.profile.name, params, run.dataset.describe(), train, metrics, weights="none",
+    record = metrics_record(run_id, store.notebook, "ensemble", sampling or "+".join(r["sampling"] for r in members),
+                            store.profile, params, dataset.describe(), train, metrics, weights="none",
                             n_params=int(sum(r.get("n_params") or 0 for r in members)))
-    return run.store.save(record)
+    return store.save(record)
 
 
 def ensemble_gain(per_class: pd.DataFrame, ensemble: str) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from .progress import tqdm
 
 from .data import sample_per_class
 from .evaluate import model_path
-from .runs import select_for_export
+from .runs import RunStore, select_for_export
 from .files import atomic_path, write_text_atomic
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
 
@@ -579,37 +579,40 @@ def calibration_sample(x: np.ndarray, y: np.ndarray, n: int = 512, seed: int = 0
     return x[np.sort(np.concatenate(picks))][:n]
 
 
-def models_to_export(run, n_others: int = 2) -> list[dict]:
-    """The metrics records of the models a notebook run exports: the champion (or the best
-    by PublicTest accuracy) and up to ``n_others`` more, from the run's store, trained on
-    this run's dataset (same fingerprint). In the ``smoke`` profile with none, a small CNN is
-    trained for one epoch so the notebook always runs; otherwise none is an error saying what to run."""
-    records = select_for_export(run.store.records(), n_others, fingerprint=run.dataset.fingerprint)
-    if not records and run.profile.name == "smoke":
-        print(f"no trained model in {run.metrics_dir}; smoke profile: training a small CNN for one epoch")
-        records = [run.quick_model_record()]
+def models_to_export(store: RunStore, fingerprint: str, n_others: int = 2,
+                     stand_in: Callable[[], dict] | None = None) -> list[dict]:
+    """The metrics records of the models to export: the champion (or the best by PublicTest
+    accuracy) and up to ``n_others`` more, from ``store``, trained on the dataset with
+    ``fingerprint``. With none, ``stand_in()`` trains one (the smoke profile's one-epoch CNN, so
+    the notebook always runs); without it, none is an error saying what to run."""
+    records = select_for_export(store.records(), n_others, fingerprint=fingerprint)
+    if not records and stand_in is not None:
+        print(f"no trained model in {store.metrics_dir}; training a stand-in")
+        records = [stand_in()]
     if not records:
         raise FileNotFoundError(
-            f"no trained model with a metrics file in {run.metrics_dir} for this dataset "
-            f"(fingerprint {run.dataset.fingerprint}): run the training notebooks (03 onwards) first")
+            f"no trained model with a metrics file in {store.metrics_dir} for this dataset "
+            f"(fingerprint {fingerprint}): run the training notebooks (03 onwards) first")
     return records
 
 
-def demo_model_path(run, path: str | os.PathLike | None = None) -> Path:
+def demo_model_path(path: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
+                    stand_in: Callable[[], dict] | None = None) -> Path:
     """The ONNX model a demo uses: ``path`` if given, else the released
     ``models/fer_champion.onnx``, else ``fer_champion.onnx`` exported by notebook 09 into
-    ``run.models_dir``; in the ``smoke`` profile without any, a small CNN trained for one epoch
-    and exported. :class:`ModelFileError` (saying how to get one) otherwise."""
+    ``models_dir``; without any, the model ``stand_in()`` trains (the smoke profile's), exported
+    into ``models_dir``. :class:`ModelFileError` (saying how to get one) otherwise."""
     if path:
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
         return path
-    for candidate in (RELEASED_MODEL, Path(run.models_dir) / RELEASED_MODEL.name):
+    folders = [Path(models_dir)] if models_dir else []
+    for candidate in [RELEASED_MODEL] + [folder / RELEASED_MODEL.name for folder in folders]:
         if candidate.is_file():
             return candidate
-    if run.profile.name == "smoke":
-        print(f"no released model ({RELEASED_MODEL}); smoke profile: exporting a small CNN trained for one epoch")
-        record = run.quick_model_record()
-        return export_onnx(model_path(record), Path(run.models_dir) / f"{record['run']}.onnx")
+    if stand_in is not None and folders:
+        print(f"no released model ({RELEASED_MODEL}); exporting a stand-in")
+        record = stand_in()
+        return export_onnx(model_path(record), folders[0] / f"{record['run']}.onnx")
     raise ModelFileError(f"no model at {RELEASED_MODEL}: {HOW_TO_GET_A_MODEL}")

@@ -24,11 +24,11 @@ from imblearn.over_sampling import SMOTE
 from sklearn.neighbors import NearestNeighbors
 
 from . import balance
-from .config import CLASS_NAMES, TEST, TRAIN, VAL
+from .config import CLASS_NAMES, TEST, TRAIN, VAL, Profile
 from .data import FERDataset, image_digests, stratified_split
 from .evaluate import CLEAN_TEST, evaluate_predictions, metrics_record, split_metrics
 from .train import display_path, fit, predict_proba, save_model
-from .runs import RunRecord
+from .runs import RunRecord, RunStore
 from .vgg import build_vgg, vgg_config, vgg_model_name, vgg_params
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +294,10 @@ LEAKY_WARNING = ("LEAKY PROTOCOL (write-up 003): every image was resampled befor
 
 
 
-def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> RunRecord:
-    """Train (or load) the profile's VGG with ``recipe`` under the leaky protocol: trained on its
+def train_leaky(store: RunStore, dataset, protocol: LeakyProtocol, profile: Profile, recipe: str = "tuned",
+                seed: int = 42) -> RunRecord:
+    """Train (or load) ``profile``'s VGG with ``recipe`` under the leaky ``protocol`` (drawn from
+    ``dataset``), filed in ``store``: trained on its
     training part, epoch chosen on its validation part (each epoch draws as many images as the
     official Training split holds: the honest runs' budget), tested on its test part.
 
@@ -306,19 +308,18 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> RunRecor
     ``leaky: true``, a ``warning``, the ``leakage`` audit counts, and ``leaky_model_file`` instead
     of ``model_file``. Returns the record.
     """
-    ds = run.dataset
-    model_name = vgg_model_name(recipe, run.profile)
+    ds = dataset
+    model_name = vgg_model_name(recipe, profile)
     n_train_official = int((ds.usage == TRAIN).sum())
-    config = vgg_config(recipe, run.profile, epoch_size=n_train_official, seed=run.seed)
-    run_id = f"{run.notebook[:2]}_{model_name}_{protocol.sampling}_{run.profile.name}"
+    config = vgg_config(recipe, profile, epoch_size=n_train_official, seed=seed)
+    run_id = store.run_id(model_name, protocol.sampling)
     params = json.loads(json.dumps({"model": model_name, "sampling": protocol.sampling, **config.params(),
-                                    **vgg_params(recipe, run.profile), "tta_flip": False,
+                                    **vgg_params(recipe, profile), "tta_flip": False,
                                     "leaky_protocol": {k: v for k, v in protocol.describe().items()
                                                        if k in ("protocol", "method", "seed")}}))
     described = ds.describe()
     described["derived"] = {"fingerprint": protocol.fingerprint(), "how": protocol.describe()["protocol"],
                             **{k: v for k, v in protocol.describe().items() if k.startswith("n_")}}
-    store = run.store
     if (record := store.existing(run_id, params, described)) is not None:
         return record
     model_file = store.model_path(run_id)
@@ -328,7 +329,7 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> RunRecor
     workdir = store.workdir(run_id)
     print(f"{run_id}: LEAKY protocol, training on {len(x_train):,} resampled images, selecting on "
           f"{len(x_val):,}, testing on {len(x_test):,} (all drawn from the same resampled pool)")
-    result = fit(build_vgg(run.profile), x_train, y_train, x_val, y_val, config, workdir)
+    result = fit(build_vgg(profile), x_train, y_train, x_val, y_val, config, workdir)
     save_model(result.model, model_file)
     metrics = evaluate_predictions({split: predict_proba(result.model, ds.split(split)[0]) for split in (VAL, TEST)}, ds)
     proba = predict_proba(result.model, x_test)
@@ -340,7 +341,7 @@ def train_leaky(run, protocol: LeakyProtocol, recipe: str = "tuned") -> RunRecor
     leakage = {"test_audit": {**audit_counts(audit), "synthetic test images": audit["n_synthetic_test"]},
                "official_splits_in_leaky_training": protocol.official_overlap()}
     record = metrics_record(
-        run_id, run.notebook, model_name, protocol.sampling, run.profile.name, params, described,
+        run_id, store.notebook, model_name, protocol.sampling, store.profile, params, described,
         result.summary(len(x_train), config.epoch_size),
         metrics, weights="none", n_params=int(result.model.count_params()), leaky=True, warning=LEAKY_WARNING,
         leakage=leakage, leaky_model_file=display_path(model_file), history=result.history,

@@ -52,7 +52,8 @@ class NotebookRun:
     @property
     def store(self) -> RunStore:
         """The trained runs of this run's reports folder (metrics files and Keras models)."""
-        return RunStore(self.metrics_dir, self.models_dir, self.force, self.reuse_metrics)
+        return RunStore(self.metrics_dir, self.models_dir, self.notebook, self.profile.name, self.force,
+                        self.reuse_metrics)
 
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<reports_dir>/figures/<notebook>_<name>.png`` (atomic),
@@ -80,6 +81,12 @@ class NotebookRun:
             table.to_csv(tmp)
         return path
 
+    @property
+    def stand_in(self):
+        """What trains a stand-in model where none exists (notebooks 09 and 10): the smoke
+        profile's :meth:`quick_model_record`; None at the other profiles (a missing model is an error)."""
+        return self.quick_model_record if self.profile.name == "smoke" else None
+
     def quick_model_record(self) -> dict:
         """Train the small CNN for one epoch (``train.train_and_evaluate``) and return its metrics
         record: the stand-in model of notebooks 09 and 10 in the ``smoke`` profile, when no
@@ -89,7 +96,7 @@ class NotebookRun:
 
         train_config = TrainConfig(epochs=1, batch_size=self.profile.batch_size, patience=None, seed=self.seed)
         with config.quiet_native_stderr():  # TensorFlow's native device-probing lines; Python output is unaffected
-            return train_and_evaluate(self, "cnn_small", models.cnn_small, train_config)
+            return train_and_evaluate(self.store, self.dataset, "cnn_small", models.cnn_small, train_config)
 
     def banner(self) -> str:
         """A few lines saying which data, profile and output folder these results come from."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,14 +79,26 @@ class RunRecord(dict):
 
 @dataclass(frozen=True)
 class RunStore:
-    """Trained runs in ``metrics_dir`` and ``models_dir``; ``force`` retrains instead of reusing;
-    ``metrics_suffice`` reuses a run whose metrics file exists even when its model file does not
-    (to re-render a notebook from committed results, or to finish a long study across machines)."""
+    """Trained runs in ``metrics_dir`` and ``models_dir``. New runs are filed under ``notebook``
+    at ``profile`` (:meth:`run_id`); ``force`` retrains instead of reusing; ``metrics_suffice``
+    reuses a run whose metrics file exists even when its model file does not (to re-render a
+    notebook from committed results, or to finish a long study across machines)."""
 
     metrics_dir: Path
     models_dir: Path
+    notebook: str = "00_runs"
+    profile: str = "smoke"
     force: bool = False
     metrics_suffice: bool = False
+
+    def run_id(self, *parts: str) -> str:
+        """A new run's name: ``<NN>_<parts...>_<profile>``, e.g. ``03_cnn_small_ros_cpu``."""
+        return "_".join([self.notebook[:2], *parts, self.profile])
+
+    def under(self, notebook: str) -> RunStore:
+        """The same store filing runs under another ``notebook`` (notebook 07's unaligned baseline
+        is notebook 03's run): loaded if it exists, else trained under that name, never forced."""
+        return self if notebook == self.notebook else replace(self, notebook=notebook, force=False)
 
     def metrics_path(self, run_id: str) -> Path:
         return Path(self.metrics_dir) / f"{run_id}.json"

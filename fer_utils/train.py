@@ -32,7 +32,7 @@ import pandas as pd
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record
 from .models import HorizontalFlip
-from .runs import RunRecord
+from .runs import RunRecord, RunStore
 
 keras = import_keras()
 layers = keras.layers
@@ -537,38 +537,33 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     return path
 
 
-def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], config: TrainConfig,
-                       sampling: str = "none", train_data=None,
+def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callable[[], keras.Model],
+                       config: TrainConfig, sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
-                       dataset=None, derived_how: str = "", report_flip_tta: bool = False,
-                       notebook: str | None = None, needs_model: bool = True) -> RunRecord:
-    """Train (or load) one model for a notebook run and write its metrics file.
+                       derived_from=None, derived_how: str = "", report_flip_tta: bool = False,
+                       needs_model: bool = True) -> RunRecord:
+    """Train (or load) one model on ``dataset`` and file it in ``store`` as
+    ``store.run_id(model_name, sampling)``: its Keras model and its metrics file.
 
-    ``run`` is the notebook's ``NotebookRun``. ``train_data`` replaces the Training split (e.g.
-    after balancing): ``(x, y)`` or a function returning it, called only if training is needed
-    (so loading saved results skips an expensive resampling). PublicTest selects the epoch; PrivateTest is only reported. When a metrics
-    file for the same dataset fingerprint and settings and its model exist, they are loaded
-    instead of retraining, unless ``run.force`` (``fer_utils.runs.RunStore``). ``notebook`` files the
-    run under another notebook (e.g. notebook 07's unaligned baseline is notebook 03's run: loaded
-    if it exists, else trained under 03's name, never forced). ``needs_model=False`` reuses the
-    metrics file even without its model (runs that are only tabulated, such as ablations, so that
-    they add up across machines). Returns the metrics record.
+    ``train_data`` replaces the Training split (e.g. after balancing): ``(x, y)`` or a function
+    returning it, called only if training is needed (so loading saved results skips an expensive
+    resampling). PublicTest selects the epoch; PrivateTest is only reported. When the store holds
+    the same run on the same data with the same settings it is loaded instead
+    (:meth:`RunStore.existing`); ``needs_model=False`` reuses the metrics file even without its
+    model (runs that are only tabulated, such as ablations, so that they add up across machines).
 
     ``report_flip_tta`` also evaluates with horizontal-flip test-time augmentation and stores those
     metrics under ``metrics_flip_tta`` (``metrics`` stays the single-pass model's, what an export runs).
 
-    ``dataset`` replaces the run's dataset everywhere (training, selection and evaluation) when it
-    is derived from it, e.g. MTCNN-aligned faces: the metrics file keeps the source dataset's
-    fingerprint and records the derived one, with ``derived_how``, under ``dataset.derived``.
+    ``derived_from`` is the dataset ``dataset`` was derived from (e.g. MTCNN-aligned faces of it):
+    the metrics file keeps its fingerprint and records the derived one, with ``derived_how``,
+    under ``dataset.derived``.
     """
-    if notebook is not None and notebook != run.notebook:
-        run = replace(run, notebook=notebook, force=False)
-    store = run.store
-    ds = dataset if dataset is not None else run.dataset
-    described = run.dataset.describe()
-    if dataset is not None:
+    ds = dataset
+    described = (derived_from or dataset).describe()
+    if derived_from is not None:
         described["derived"] = {"fingerprint": ds.fingerprint, "how": derived_how}
-    run_id = f"{run.notebook[:2]}_{model_name}_{sampling}_{run.profile.name}"
+    run_id = store.run_id(model_name, sampling)
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
                                     **({"report_flip_tta": True} if report_flip_tta else {})}))
@@ -591,7 +586,7 @@ def train_and_evaluate(run, model_name: str, build: Callable[[], keras.Model], c
     else:
         extra_metrics = {}
     record = metrics_record(
-        run_id, run.notebook, model_name, sampling, run.profile.name, params, described,
+        run_id, store.notebook, model_name, sampling, store.profile, params, described,
         result.summary(len(x_train), config.epoch_size),
         metrics, weights="none", n_params=int(result.model.count_params()),
         keras_predict_ms_per_face=round(ms_per_face, 3),

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import balance, train
-from .runs import RunRecord
+from .runs import RunRecord, RunStore
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .evaluate import evaluate_predictions, metrics_record
 
@@ -720,14 +720,11 @@ class FeatureCache:
         return self.store[key]
 
 
-def run_name(run, backbone_name: str, mode: str, loss: str, weights: str) -> str:
-    """``<NN>_<backbone>_<mode>_<loss>_<weights>_<profile>``, the metrics file's name."""
-    return f"{run.notebook[:2]}_{backbone_name}_{mode}_{loss}_{weights}_{run.profile.name}"
-
-
-def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "ce", weights: str = "none",
-                   size: int | None = None, cache: FeatureCache | None = None, verbose: int | str = "auto") -> RunRecord:
-    """Train (or load) one transfer run of a notebook and write its metrics file.
+def train_transfer(store: RunStore, dataset, profile: Profile, backbone_name: str, mode: str = "frozen",
+                   loss: str = "ce", weights: str = "none", size: int | None = None,
+                   cache: FeatureCache | None = None, verbose: int | str = "auto", seed: int = 42) -> RunRecord:
+    """Train (or load) one transfer run on ``dataset`` with ``profile``'s recipe and file it in
+    ``store`` as ``<NN>_<backbone>_<mode>_<loss>_<weights>_<profile>``.
 
     ``weights`` as returned by :func:`resolve_weights`. ``frozen``: the backbone's features of the
     (subset of the) Training split, plus those of the mirrored faces with the recipe's ``flip``, and
@@ -736,22 +733,22 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
     ``finetune``: with pretrained weights, starts from the frozen run with the same loss (trained
     first if missing), unfreezes the backbone (batch norms stay frozen) and trains everything with
     the recipe's lower learning rate; with random weights, trains the whole model from scratch.
-    Skipped when its metrics file and model exist for the same data and settings (unless
-    ``run.force``). Returns the metrics record (``weights``, ``mode``, ``loss``, ``backbone``,
+    Skipped when its metrics file and model exist for the same data and settings (unless the
+    store is forced). Returns the metrics record (``weights``, ``mode``, ``loss``, ``backbone``,
     ``input_size``, ``n_params``, ``trainable_params``, ``keras_predict_ms_per_face``,
     ``train.seconds_per_epoch`` and the history beside the DESIGN.md keys).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
-    s, r = spec(backbone_name), recipe(run.profile)
+    s, r = spec(backbone_name), recipe(profile)
     size = input_size(backbone_name, size or r["size"])
-    ds = run.dataset
+    ds = dataset
     x_train, y_train = ds.split(TRAIN)
-    subset = stratified_subset(y_train, r["max_train"] if mode == "frozen" else r["finetune_max_train"], run.seed)
+    subset = stratified_subset(y_train, r["max_train"] if mode == "frozen" else r["finetune_max_train"], seed)
     x_train, y_train = x_train[subset], y_train[subset]
     loss_fn, class_weight, loss_params = make_loss(loss, y_train)
-    config = transfer_config(run.profile, mode, backbone_name, weights, class_weight, run.seed)
-    run_id = run_name(run, backbone_name, mode, loss, weights)
+    config = transfer_config(profile, mode, backbone_name, weights, class_weight, seed)
+    run_id = store.run_id(backbone_name, mode, loss, weights)
     params = json.loads(json.dumps({
         "model": f"{backbone_name}_{mode}_{loss}", "sampling": "none", "backbone": backbone_name, "mode": mode,
         **loss_params, "weights": weights, "input_size": size, "head_units": [256], "head_dropout": 0.3,
@@ -763,16 +760,16 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         **config.params(), "class_weight": class_weight,
     }))
     described = ds.describe()
-    if (record := run.store.existing(run_id, params, described)) is not None:
+    if (record := store.existing(run_id, params, described)) is not None:
         return record
-    workdir = run.store.workdir(run_id)
+    workdir = store.workdir(run_id)
     x_val, y_val = ds.split(VAL)
     print(f"{run_id}: {s.label} at {size}x{size}, {mode}, loss {loss}, weights {weights}; "
           f"{len(x_train):,} training faces, selecting on {len(x_val):,} PublicTest faces")
     extra = {}
     if mode == "frozen":
         cache = cache or FeatureCache()
-        feats = cache.get((backbone_name, size, weights, len(subset), params["frozen_feature_flip"], run.seed),
+        feats = cache.get((backbone_name, size, weights, len(subset), params["frozen_feature_flip"], seed),
                           lambda: _compute_features(backbone_name, size, weights, x_train, ds,
                                                     params["frozen_feature_flip"], verbose))
         f_train, f_y = feats["train"], y_train
@@ -790,7 +787,8 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         ms_per_face, feature_seconds = feats["ms_per_face"], feats["seconds"]
         extra["frozen_check_max_abs_diff"] = gap
     else:
-        build, extra["initialised_from"] = _finetune_start(run, backbone_name, loss, weights, size, cache, verbose)
+        build, extra["initialised_from"] = _finetune_start(store, dataset, profile, backbone_name, loss, weights,
+                                                            size, cache, verbose, seed)
         result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
         model = result.model
         t0 = time.perf_counter()
@@ -798,7 +796,7 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
         feature_seconds = 0.0
     metrics = evaluate_predictions(proba, ds)
-    model_path = train.save_model(model, run.store.model_path(run_id))
+    model_path = train.save_model(model, store.model_path(run_id))
     n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
     train_info = {
         **result.summary(len(x_train), n_seen),
@@ -806,16 +804,17 @@ def train_transfer(run, backbone_name: str, mode: str = "frozen", loss: str = "c
         "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 2),
     }
     record = metrics_record(
-        run_id, run.notebook, params["model"], "none", run.profile.name, params, described, train_info, metrics,
+        run_id, store.notebook, params["model"], "none", store.profile, params, described, train_info, metrics,
         weights=weights, backbone=backbone_name, mode=mode, loss=loss, input_size=size,
         n_params=int(model.count_params()), trainable_params=trainable_count(model),
         keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
         history=result.history, **extra,
     )
-    return run.store.finish(record, workdir)
+    return store.finish(record, workdir)
 
 
-def _finetune_start(run, backbone_name: str, loss: str, weights: str, size: int, cache, verbose):
+def _finetune_start(store: RunStore, dataset, profile: Profile, backbone_name: str, loss: str, weights: str,
+                    size: int, cache, verbose, seed: int):
     """Where fine-tuning starts: ``(build, description)``. Pretrained weights: the frozen run of the
     same loss (trained first if missing), backbone unfrozen, batch norms kept frozen. Random
     weights: a fresh model, since the frozen head was fitted to an untrained network's
@@ -823,14 +822,15 @@ def _finetune_start(run, backbone_name: str, loss: str, weights: str, size: int,
     they train (the first losses explode)."""
     if weights == "none":
         def fresh():
-            keras.utils.set_random_seed(run.seed)
+            keras.utils.set_random_seed(seed)
             model = build_model(backbone_name, size, "none", "finetune")
             cap_batchnorm_momentum(model)
             return model
 
         return fresh, "random (weights: none)"
-    frozen = train_transfer(run, backbone_name, "frozen", loss, weights, size, cache, verbose)
-    frozen_model = run.store.model_path(frozen["run"])
+    frozen = train_transfer(store, dataset, profile, backbone_name, "frozen", loss, weights, size, cache, verbose,
+                            seed)
+    frozen_model = store.model_path(frozen["run"])
 
     def from_frozen():
         model = keras.models.load_model(frozen_model, compile=False)

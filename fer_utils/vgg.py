@@ -21,7 +21,7 @@ from . import balance, models
 from .config import CLASS_NAMES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .data import FERDataset
 from .evaluate import CLEAN_TEST
-from .runs import RunRecord
+from .runs import RunRecord, RunStore
 from .train import TrainConfig, train_and_evaluate
 
 keras = import_keras()
@@ -152,18 +152,16 @@ def resampled_training(ds: FERDataset, sampling: str, seed: int) -> Callable[[],
     return make
 
 
-def train_vgg(run, recipe: str = "tuned", sampling: str = "none", notebook: str | None = None) -> RunRecord:
-    """Train (or load) the profile's VGG with ``recipe`` on the Training split, resampled with
-    ``sampling`` (``none``, ``ros``, ``smote``, ``smote_tomek``, ``smote_enn``, ...); each epoch
-    draws as many images as Training holds. ``notebook`` files the run under another notebook
-    (e.g. notebook 11 reuses notebook 06's runs: loaded if they exist, else trained under 06's
-    name, never forced). Returns the metrics record."""
-    n_train = int((run.dataset.usage == TRAIN).sum())
-    config = vgg_config(recipe, run.profile, epoch_size=n_train, seed=run.seed)
-    train_data = None if sampling == "none" else resampled_training(run.dataset, sampling, run.seed)
-    return train_and_evaluate(run, vgg_model_name(recipe, run.profile), build_vgg(run.profile), config,
-                              sampling=sampling, train_data=train_data, extra_params=vgg_params(recipe, run.profile),
-                              notebook=notebook)
+def train_vgg(store: RunStore, dataset, profile: Profile, recipe: str = "tuned", sampling: str = "none",
+              seed: int = 42) -> RunRecord:
+    """Train (or load) ``profile``'s VGG with ``recipe`` on ``dataset``'s Training split, resampled
+    with ``sampling`` (``none``, ``ros``, ``smote``, ``smote_tomek``, ``smote_enn``, ...), filed
+    in ``store``; each epoch draws as many images as Training holds. Returns the run's record."""
+    n_train = int((dataset.usage == TRAIN).sum())
+    config = vgg_config(recipe, profile, epoch_size=n_train, seed=seed)
+    train_data = None if sampling == "none" else resampled_training(dataset, sampling, seed)
+    return train_and_evaluate(store, dataset, vgg_model_name(recipe, profile), build_vgg(profile), config,
+                              sampling=sampling, train_data=train_data, extra_params=vgg_params(recipe, profile))
 
 
 def layer_table(model: keras.Model) -> pd.DataFrame:

@@ -500,14 +500,14 @@ def test_a_training_interrupted_then_its_metrics_write_interrupted_reruns_withou
     with monkeypatch.context() as patch:  # 1. stopped during training, after epoch 1 of 2
         patch.setattr(keras.callbacks.History, "on_epoch_end", stop_after_the_first_epoch)
         with pytest.raises(KeyboardInterrupt):
-            train_and_evaluate(run, "tiny", build_tiny, cfg)
+            train_and_evaluate(run.store, run.dataset, "tiny", build_tiny, cfg)
     assert not list(run.metrics_dir.glob("*.json")) if run.metrics_dir.exists() else True
     with monkeypatch.context() as patch:  # 2. rerun, stopped while writing the metrics file
         fail_replace_into(patch, ".json")
         with pytest.raises(KeyboardInterrupt):
-            train_and_evaluate(run, "tiny", build_tiny, cfg)
+            train_and_evaluate(run.store, run.dataset, "tiny", build_tiny, cfg)
     assert not list(run.metrics_dir.glob("*.json")) and leftovers(run.reports_dir.parent) == []
-    record = train_and_evaluate(run, "tiny", build_tiny, cfg)  # 3. rerun: nothing lost
+    record = train_and_evaluate(run.store, run.dataset, "tiny", build_tiny, cfg)  # 3. rerun: nothing lost
     assert record["train"]["epochs"] == 2 and record["train"]["resumed_from_epoch"] >= 1
     assert json.loads((run.metrics_dir / f"{record['run']}.json").read_text())["run"] == record["run"]
     assert leftovers(run.reports_dir.parent) == []

@@ -59,8 +59,8 @@ def test_prior_correction_layer_and_the_choice_of_tau():
 def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
     run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     cfg = TrainConfig(epochs=1, batch_size=64, crop=40, tta="flip")
-    record = train_and_evaluate(run, "champion_cnn", lambda **kw: models.build("cnn_small", **kw), cfg)
-    released = champion.release_candidate(run, record, tau=1.0)
+    record = train_and_evaluate(run.store, run.dataset, "champion_cnn", lambda **kw: models.build("cnn_small", **kw), cfg)
+    released = champion.release_candidate(run.store, run.dataset, record, tau=1.0)
     assert released["release"] is True and released["params"]["prior_correction_tau"] == 1.0
     assert released["train"] == record["train"] and released["derived_from"] == record["run"]
     # its metrics are the saved model's, correction included
@@ -83,8 +83,8 @@ def test_the_fer_package_comparison_is_skipped_without_it(monkeypatch):
 
 def test_flip_tta_is_reported_beside_the_single_pass(tmp_path):
     run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
-    record = train_and_evaluate(run, "cnn_small", lambda: models.build("cnn_small"), TrainConfig(epochs=1, batch_size=64),
-                                report_flip_tta=True)
+    record = train_and_evaluate(run.store, run.dataset, "cnn_small", lambda: models.build("cnn_small"),
+                                TrainConfig(epochs=1, batch_size=64), report_flip_tta=True)
     assert record["params"]["report_flip_tta"] is True
     single, tta = record["metrics"], record["metrics_flip_tta"]
     assert set(single) == set(tta) == {"PublicTest", "PrivateTest", "PrivateTest_clean"}
@@ -113,13 +113,13 @@ def test_literature_table_puts_ours_beside_the_published_figures():
 def test_ablations_train_each_row_and_are_read_back_without_their_models(tmp_path):
     run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     rows = ["recipe as released", "cutmix", "random erasing (p 0.25)"]
-    table = champion.train_ablations(run, rows)
+    table = champion.train_ablations(run.store, run.dataset, run.profile, rows)
     assert list(table.index) == rows and table.loc["recipe as released", "PublicTest gain (points)"] == 0
     assert (table["epochs"] == 1).all() and (table["faces/s"] > 0).all()
     runs = {r["run"]: r for r in run.store.records()}
     assert {r["params"].get("mix") for r in runs.values()} == {None, "cutmix"}
     for path in run.models_dir.glob("*.keras"):
         path.unlink()  # another machine: metrics files only
-    again = champion.train_ablations(run, rows)
+    again = champion.train_ablations(run.store, run.dataset, run.profile, rows)
     assert {r["run"]: r["created"] for r in run.store.records()} == {k: r["created"] for k, r in runs.items()}
     pd.testing.assert_frame_equal(again, table)

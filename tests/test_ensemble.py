@@ -43,7 +43,7 @@ def test_ensemble_record(tmp_path):
               "train": {"epochs": 3, "seconds": 12.3}}
     members = [record, dict(record, run="other", sampling="x", n_params=5)]
     proba = {split: np.full(((run.dataset.usage == split).sum(), 7), 1 / 7) for split in (VAL, TEST)}
-    pair = ensemble.write_ensemble_record(run, "pair", members, proba, weights=[1, 1])
+    pair = ensemble.write_ensemble_record(run.store, run.dataset, "pair", members, proba, weights=[1, 1])
     assert pair["model"] == "ensemble" and pair["run"] == "06_ensemble_pair_smoke"
     assert pair["params"]["members"] == [record["run"], "other"]
     assert pair["train"]["seconds"] == pytest.approx(2 * record["train"]["seconds"], abs=0.2)

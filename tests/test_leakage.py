@@ -84,7 +84,7 @@ def test_honest_audit_finds_exactly_the_datasets_own_duplicates(ds):
 def test_leaky_run_record(tmp_path):
     run = start("11_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     protocol = leakage.leaky_protocol(run.dataset, "ros", seed=0)
-    record = leakage.train_leaky(run, protocol)
+    record = leakage.train_leaky(run.store, run.dataset, protocol, run.profile)
     assert record["leaky"] and "LEAKY" in record["warning"] and "model_file" not in record
     assert record["sampling"] == "leaky_ros_before_split" and record["params"]["width"] == 0.125
     assert {VAL, TEST, evaluate.CLEAN_TEST, leakage.LEAKY_TEST} <= set(record["metrics"])
@@ -96,4 +96,4 @@ def test_leaky_run_record(tmp_path):
     assert (tmp_path / "models" / f"{record['run']}.keras").exists()
     # A leaky model is never picked as "the best model", and a second call loads it.
     assert evaluate.trained_runs(evaluate.read_metrics(run.metrics_dir)) == []
-    assert leakage.train_leaky(run, protocol)["created"] == record["created"]
+    assert leakage.train_leaky(run.store, run.dataset, protocol, run.profile)["created"] == record["created"]

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from fer_utils import config
 from fer_utils.config import TRAIN, VAL
 from fer_utils.notebook import start
+from fer_utils.runs import RunStore
 from fer_utils.synthetic import make_synthetic_fer
 from fer_utils.train import TrainConfig, fit, train_and_evaluate
 
@@ -101,19 +103,26 @@ def test_fit_uses_the_given_loss_and_trains_feature_rows(faces, tmp_path):
 
 
 def test_train_and_evaluate_loads_instead_of_retraining(tmp_path, capsys):
-    run = start("03_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    """Outside any notebook: a dataset, a config and a store."""
+    ds = make_synthetic_fer(config.get_profile("smoke").synthetic_size, seed=0)
+    store = RunStore(tmp_path / "metrics", tmp_path / "models", notebook="03_test", profile="smoke")
     cfg = TrainConfig(epochs=1, batch_size=64)
-    first = train_and_evaluate(run, "tiny", tiny_cnn, cfg)
-    metrics_file = run.metrics_dir / "03_tiny_none_smoke.json"
-    assert metrics_file.exists() and (run.models_dir / "03_tiny_none_smoke.keras").exists()
-    assert first["dataset"]["fingerprint"] == run.dataset.fingerprint
+    first = train_and_evaluate(store, ds, "tiny", tiny_cnn, cfg)
+    metrics_file = store.metrics_dir / "03_tiny_none_smoke.json"
+    assert metrics_file.exists() and (store.models_dir / "03_tiny_none_smoke.keras").exists()
+    assert first["dataset"]["fingerprint"] == ds.fingerprint and first["notebook"] == "03_test"
     assert set(first["metrics"]) == {"PublicTest", "PrivateTest", "PrivateTest_clean"}
     stamp = metrics_file.stat().st_mtime_ns
-    second = train_and_evaluate(run, "tiny", tiny_cnn, cfg)
+    second = train_and_evaluate(store, ds, "tiny", tiny_cnn, cfg)
     assert "loaded, not retrained" in capsys.readouterr().out
     assert metrics_file.stat().st_mtime_ns == stamp and second == json.loads(metrics_file.read_text())
+    # Filed under another notebook: found there, never forced.
+    assert RunStore(store.metrics_dir, store.models_dir, "07_test", "smoke", force=True).under(
+        "03_other").run_id("tiny", "none") == "03_tiny_none_smoke"
+    assert train_and_evaluate(replace(store, notebook="07_test", force=True).under("03_test"), ds, "tiny", tiny_cnn,
+                              cfg)["created"] == first["created"]
     # Other settings are another experiment: retrained.
-    third = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=32))
+    third = train_and_evaluate(store, ds, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=32))
     assert third["params"]["batch_size"] == 32 and metrics_file.stat().st_mtime_ns != stamp
 
 
@@ -155,11 +164,11 @@ def test_a_derived_dataset_keeps_the_source_fingerprint(tmp_path):
     run = start("07_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     derived = run.dataset.subset(np.arange(len(run.dataset)))
     derived.pixels = 255 - derived.pixels  # stands in for aligned faces
-    record = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64), sampling="inverted",
-                                dataset=derived, derived_how="inverted pixels")
+    record = train_and_evaluate(run.store, derived, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64),
+                                sampling="inverted", derived_from=run.dataset, derived_how="inverted pixels")
     assert record["dataset"]["fingerprint"] == run.dataset.fingerprint
     assert record["dataset"]["derived"] == {"fingerprint": derived.fingerprint, "how": "inverted pixels"}
-    plain = train_and_evaluate(run, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64))
+    plain = train_and_evaluate(run.store, run.dataset, "tiny", tiny_cnn, TrainConfig(epochs=1, batch_size=64))
     runs = evaluate.trained_runs(evaluate.read_metrics(run.metrics_dir), run.dataset.fingerprint)
     assert [r["run"] for r in runs] == [plain["run"]]  # a model of derived data is not offered for the original
 

@@ -1,5 +1,6 @@
 """fer_utils.transfer: backbones on raw faces, frozen vs fine-tuned, weights offline, losses."""
 
+import functools
 import importlib.util
 import json
 import sys
@@ -203,8 +204,9 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     tiny = {**transfer.TRANSFER_RECIPES["smoke"], "size": 16, "finetune_max_train": 64}
     monkeypatch.setitem(transfer.TRANSFER_RECIPES, "smoke", tiny)
     run = NotebookRun("05_test", get_profile("smoke"), small_ds, tmp_path / "reports", seed=0)
+    train = functools.partial(transfer.train_transfer, run.store, run.dataset, run.profile)
     cache = transfer.FeatureCache()
-    frozen = transfer.train_transfer(run, "vit_small", "frozen", "focal", "none", cache=cache, verbose=0)
+    frozen = train("vit_small", "frozen", "focal", "none", cache=cache, verbose=0)
     assert frozen["run"] == "05_vit_small_frozen_focal_none_smoke" and frozen["weights"] == "none"
     saved = json.loads((run.metrics_dir / "05_vit_small_frozen_focal_none_smoke.json").read_text())
     for key in ("run", "notebook", "model", "sampling", "profile", "params", "dataset", "train", "metrics"):
@@ -212,12 +214,12 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     assert saved["params"]["weights"] == "none" and saved["params"]["focal_gamma"] == 2.0
     assert set(saved["metrics"]["PrivateTest"]) >= {"accuracy", "macro_f1", "per_class", "confusion"}
     assert saved["trainable_params"] < saved["n_params"]
-    tuned = transfer.train_transfer(run, "vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
+    tuned = train("vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
     assert tuned["initialised_from"] == "random (weights: none)" and tuned["train"]["n_train"] == 64
     assert tuned["trainable_params"] == transfer.trainable_count(keras.models.load_model(
         run.models_dir / f"{tuned['run']}.keras", compile=False))
     capsys.readouterr()
-    again = transfer.train_transfer(run, "vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
+    again = train("vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
     assert "loaded, not retrained" in capsys.readouterr().out and again["created"] == tuned["created"]
     table = transfer.comparison_table([frozen, tuned])
     assert list(table["mode"]) == ["frozen", "finetune"] and set(table["weights"]) == {"none"}
@@ -232,10 +234,11 @@ def test_finetuning_continues_a_pretrained_frozen_run_but_starts_random_weights_
     # Random weights stand in for downloaded ImageNet ones: this checks the path, not the weights.
     monkeypatch.setattr(transfer, "backbone", lambda name, size, weights: real_backbone(name, size, "none"))
     run = NotebookRun("05_test", get_profile("smoke"), small_ds, tmp_path / "reports", seed=0)
-    pretrained = transfer.train_transfer(run, "resnet18", "finetune", "ce", "imagenet", verbose=0)
+    train = functools.partial(transfer.train_transfer, run.store, run.dataset, run.profile)
+    pretrained = train("resnet18", "finetune", "ce", "imagenet", verbose=0)
     assert pretrained["initialised_from"] == "05_resnet18_frozen_ce_imagenet_smoke"
     assert pretrained["params"]["batchnorm_frozen"] and pretrained["params"]["initialisation"] == "the frozen run"
-    scratch = transfer.train_transfer(run, "resnet18", "finetune", "ce", "none", verbose=0)
+    scratch = train("resnet18", "finetune", "ce", "none", verbose=0)
     assert scratch["initialised_from"] == "random (weights: none)"
     assert not scratch["params"]["batchnorm_frozen"] and scratch["params"]["initialisation"] == "random"
     assert not (run.metrics_dir / "05_resnet18_frozen_ce_none_smoke.json").exists()  # no frozen run needed
