@@ -109,3 +109,26 @@ def test_against_claims_puts_our_number_beside_the_write_up_and_says_if_it_conve
     assert table.loc["a", "PublicTest gain, last 5 epochs"] == pytest.approx(0.2)
     assert table.loc["b", "PublicTest gain, last 5 epochs"] == pytest.approx(22.0)
     assert np.isnan(evaluate.late_gain({"val_accuracy": [0.1, 0.2]}))
+    leaky = {"metrics": {"PrivateTest": {"accuracy": 0.57}, "leaky_test": {"accuracy": 0.569}},
+             "train": {"epochs": 4, "stopped": "time budget"}}
+    other = evaluate.against_claims({"leaky": (85.97, "003", "protocol")}, {"leaky": leaky}, split="leaky_test")
+    assert other.loc["leaky", "ours %"] == 56.9 and other.loc["leaky", "measured on"] == "leaky_test"
+
+
+def test_the_claims_of_every_notebook_are_collected_in_one_table(tmp_path):
+    def save(notebook, claims, records):
+        (tmp_path / "tables").mkdir(exist_ok=True)
+        evaluate.against_claims(claims, records).to_csv(tmp_path / "tables" / f"{notebook}_{evaluate.CLAIMS_TABLE}.csv")
+
+    record = {"metrics": {"PrivateTest": {"accuracy": 0.65}}, "train": {"epochs": 50, "stopped": "completed"}}
+    assert (evaluate.claims_table(tmp_path)).empty
+    save("04_vgg_baseline", {"VGG, paper recipe": (73.28, "paper", "width 1/4")}, {"VGG, paper recipe": record})
+    save("03_baselines_fc_cnn", {"small CNN": (62.16, "004", "crops"), "medium CNN": (65.29, "004", "")},
+         {"small CNN": record, "medium CNN": record})
+    table = evaluate.claims_table(tmp_path)
+    assert list(table["notebook"]) == ["03_baselines_fc_cnn"] * 2 + ["04_vgg_baseline"]
+    assert list(table["model"]) == ["small CNN", "medium CNN", "VGG, paper recipe"]
+    assert table["gap (points)"].tolist() == pytest.approx([2.84, -0.29, -8.28])
+    evaluate.write_summary(tmp_path)
+    md = (tmp_path / "claims.md").read_text()
+    assert "| 04_vgg_baseline | VGG, paper recipe | paper | 73.28 | 65.0 | PrivateTest | -8.28 |" in md
