@@ -216,11 +216,14 @@ class FaceBatches(keras.utils.PyDataset):
     Each epoch draws ``epoch_size`` images (default: one pass over ``x``) from a stream of seeded
     permutations, so an epoch of an oversampled set costs the same as one of the original set.
     ``mix`` (``mixup`` or ``cutmix``) blends each batch's faces and labels with Keras' layer of
-    that name. Backend-neutral: Keras feeds it to TensorFlow, JAX or PyTorch alike.
+    that name. ``full_batches`` rounds the epoch up to whole batches (the extra faces come from the
+    next permutation), as a multi-replica strategy needs: a last batch of 21 split 11/10 between
+    two replicas crashes TensorFlow's gradient aggregation. Backend-neutral: Keras feeds it to
+    TensorFlow, JAX or PyTorch alike.
     """
 
     def __init__(self, x, y, batch_size: int, epoch_size: int | None = None, sample_weight=None,
-                 shuffle: bool = True, seed: int = 0, mix: str | None = None):
+                 shuffle: bool = True, seed: int = 0, mix: str | None = None, full_batches: bool = False):
         super().__init__()
         self.mixer = {None: None, "mixup": lambda: layers.MixUp(seed=seed),
                       "cutmix": lambda: layers.CutMix(seed=seed)}[mix]
@@ -228,6 +231,8 @@ class FaceBatches(keras.utils.PyDataset):
         self.x, self.y_onehot = x, np.eye(NUM_CLASSES, dtype=np.float32)[y]
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
         self.batch_size, self.epoch_size = batch_size, epoch_size or len(x)
+        if full_batches:
+            self.epoch_size = -(-self.epoch_size // batch_size) * batch_size
         self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
         self._stream = np.empty(0, dtype=np.int64)
         self.on_epoch_end()
@@ -481,9 +486,13 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
     def scope():  # a fresh context each time: strategy scopes cannot be re-entered
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if config.batch_size % replicas:
+        raise ValueError(f"fit: batch_size {config.batch_size} must be a multiple of the strategy's "
+                         f"{replicas} replicas")
     train_data = FaceBatches(x_train, y_train, config.batch_size, config.epoch_size,
                              sample_weights(y_train, config.class_weight), seed=config.seed,
-                             mix=config.mix if faces else None)
+                             mix=config.mix if faces else None, full_batches=replicas > 1)
     with scope():
         model, _ = compiled_training_model(build, config, len(train_data), precision, faces, loss)
     val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val]) if validated else None

@@ -146,6 +146,14 @@ def test_fit_under_mirrored_strategy_with_two_logical_cpus(tmp_path):
     assert "replicas 2 epochs 2" in done.stdout
 
 
+def test_fit_refuses_a_batch_that_replicas_cannot_share_evenly(faces, tmp_path):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    with pytest.raises(ValueError, match="batch_size 33 must be a multiple of the strategy's 2 replicas"):
+        fit(tiny_cnn, *faces[:2], *faces[2:4], TrainConfig(epochs=1, batch_size=33), tmp_path, strategy=TwoReplicas())
+
+
 def test_epoch_size_fixes_the_work_per_epoch(faces, tmp_path):
     class CountBatches(keras.callbacks.Callback):
         batches = 0
@@ -332,6 +340,14 @@ def test_face_batches_draw_a_fixed_epoch_from_a_stream_of_permutations():
             seen += list(faces_[:, 0, 0].astype(int))
         batches.on_epoch_end()
     assert sorted(seen) == sorted(list(range(10)) * 3)
+    # For a multi-replica strategy every batch is whole: the epoch of 6 becomes 8, nothing dropped.
+    whole = FaceBatches(x, y, batch_size=4, epoch_size=6, seed=0, full_batches=True)
+    drawn = []
+    for _ in range(5):  # 5 epochs of 8 = four full passes
+        drawn += [whole[step][0][:, 0, 0].astype(int) for step in range(len(whole))]
+        whole.on_epoch_end()
+    assert len(whole) == 2 and {len(batch) for batch in drawn} == {4}
+    assert sorted(np.concatenate(drawn)) == sorted(list(range(10)) * 4)
 
 
 def test_fit_without_validation_keeps_the_last_epoch(faces, tmp_path):
