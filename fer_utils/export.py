@@ -496,7 +496,7 @@ def _inside_the_graph(params: dict) -> list[str]:
         steps.append(views[params["tta"]])
     if params.get("prior_correction_tau"):
         steps.append(f"divides each probability by its class's Training frequency to the power "
-                     f"{params['prior_correction_tau']:g} and renormalises (chosen on PublicTest for balanced accuracy)")
+                     f"{params['prior_correction_tau']:g} and renormalises (tau chosen on PublicTest)")
     return ["- Inside the graph, the model " + "; ".join(steps) + ".", ""] if steps else []
 
 

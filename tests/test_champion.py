@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import champion, config, export, models, runs
+from fer_utils import champion, config, export, models, runs, train
+from fer_utils.synthetic import make_synthetic_fer
 from fer_utils.notebook import start
 from fer_utils.train import TrainConfig, train_and_evaluate
 
@@ -50,8 +51,9 @@ def test_prior_correction_layer_and_the_choice_of_tau():
     np.testing.assert_allclose(champion.prior_weights(y_train, 0.0), 1.0)
     frontier = pd.DataFrame({"accuracy": [60.0, 59.8, 59.0, 55.0], "balanced accuracy": [50.0, 52.0, 55.0, 58.0]},
                             index=pd.Index([0.0, 0.5, 1.0, 1.5], name="tau"))
-    assert champion.choose_tau(frontier, max_accuracy_drop=0.5) == 0.5
-    assert champion.choose_tau(frontier, max_accuracy_drop=1.0) == 1.0
+    assert champion.choose_tau(frontier, balanced_floor=52.0) == 0.5  # the most accurate above the floor
+    assert champion.choose_tau(frontier, balanced_floor=50.0) == 0.0
+    assert champion.choose_tau(frontier, balanced_floor=60.0) == 1.5  # none reaches it: the most balanced
     table = champion.prior_frontier(proba, np.arange(50) % 7, y_train, taus=[0.0, 1.0])
     assert list(table.index) == [0.0, 1.0] and table.index.name == "tau"
 
@@ -71,6 +73,26 @@ def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
     # notebook 09 exports it first, whatever the PublicTest order
     chosen = runs.select_for_export([record, released], n_others=1)
     assert chosen[0]["run"] == released["run"]
+    # the views can change at release (chosen after training): ten crops inside the saved graph
+    ten = champion.release_candidate(run.store, run.dataset, record, tau=0.0, tta="ten_crop")
+    assert ten["params"]["tta"] == "ten_crop" and record["params"]["tta"] == "flip"
+    inside = export.load_keras_model(run.models_dir / f"{ten['run']}.keras")
+    net = champion.network_of(inside)
+    expected = train.predict_proba(train.inference_model(net, 40, "ten_crop"), x)
+    np.testing.assert_allclose(inside.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_the_views_are_chosen_on_publictest_within_the_latency_limit(tmp_path):
+    ds = make_synthetic_fer(200, seed=0)
+    net = train.inference_model(models.build("cnn_small", image_size=40), 40, "flip")
+    latency = champion.tta_latency(net, 40, ds.split("PublicTest")[0], tmp_path, repeats=5)
+    assert list(latency.index) == ["none", "flip", "ten_crop"] and (latency > 0).all()
+    views = pd.DataFrame({"accuracy": [60.0, 61.0, 62.0]},
+                         index=pd.MultiIndex.from_tuples([(k, "PublicTest") for k in ("none", "flip", "ten_crop")]))
+    ms = pd.Series({"none": 0.3, "flip": 0.5, "ten_crop": 1.4})
+    assert champion.choose_tta(views, ms, limit_ms=1.0) == "flip"
+    assert champion.choose_tta(views, ms, limit_ms=2.0) == "ten_crop"
+    assert champion.choose_tta(views, ms, limit_ms=0.1) == "none"  # none fits: the fastest
 
 
 def test_the_fer_package_comparison_is_skipped_without_it(monkeypatch):
