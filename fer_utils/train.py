@@ -32,13 +32,11 @@ import pandas as pd
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record
 from .models import HorizontalFlip
+from .progress import batch_run
 from .runs import RunRecord, RunStore
 
 keras = import_keras()
 layers = keras.layers
-
-#: Set by the pipeline for notebooks run by papermill: one log line per epoch, no progress bar.
-BATCH_RUN_ENV = "FER_BATCH_RUN"
 
 #: Test-time augmentation kinds: the views of each face whose probabilities are averaged.
 TTA_KINDS = ("none", "flip", "ten_crop")
@@ -479,7 +477,7 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
     prior = read_history(history_csv)
     resumed_from = len(prior.get("loss", []))
     if verbose == "auto":
-        verbose = 2 if os.environ.get(BATCH_RUN_ENV) else 1
+        verbose = 2 if batch_run() else 1
     precision = resolve_precision(config.precision)
     faces = x_train.ndim == 3  # faces are augmented and cropped; feature rows are not
 

@@ -45,6 +45,7 @@ from . import balance, train
 from .runs import RunRecord, RunStore
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .evaluate import evaluate_predictions, metrics_record
+from .progress import batch_run
 
 keras = import_keras()
 layers = keras.layers
@@ -846,7 +847,7 @@ def _compute_features(name: str, size: int, weights: str, x_train: np.ndarray, d
     ``flip``), PublicTest and PrivateTest, float32; ``seconds`` spent and ``ms_per_face`` on the
     test splits (the inference cost of the backbone)."""
     if verbose == "auto":
-        verbose = 2 if os.environ.get(train.BATCH_RUN_ENV) else 1
+        verbose = 2 if batch_run() else 1
     extractor = feature_extractor(name, size, weights)
     extractor.trainable = False
     t0 = time.perf_counter()
