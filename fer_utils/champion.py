@@ -215,8 +215,9 @@ def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: s
     ds = dataset
     y_train = ds.split(TRAIN)[1]
     base = keras.models.load_model(model_path(record), compile=False)
-    tta = tta or record["params"].get("tta", "none")
-    if tta != record["params"].get("tta", "none"):
+    trained_tta = record["params"].get("tta", "none")
+    tta = tta or trained_tta
+    if tta != trained_tta:
         base = inference_model(network_of(base), record["params"].get("crop"), tta)
     corrected = keras.Model(base.inputs, PriorCorrection(prior_weights(y_train, tau), name="prior_correction")(
         base.outputs[0]), name=f"{base.name}_prior_corrected")
