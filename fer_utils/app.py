@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -405,16 +406,36 @@ class LiveFeed:
 
 
 def webrtc_addresses() -> list[str]:
-    """The local addresses WebRTC can connect over (aiortc's ICE skips loopback, as browsers do);
-    empty in a sandbox whose only network is loopback, where the live webcam cannot connect."""
+    """The local addresses WebRTC can connect over: not loopback (aiortc's ICE skips it, as
+    browsers do), and only those a UDP datagram sent to itself reaches (an interface that is down
+    or filtered keeps its address but carries nothing). Empty in a sandbox with no such address,
+    where the live webcam cannot connect."""
     from aioice.ice import get_host_addresses
 
-    return get_host_addresses(use_ipv4=True, use_ipv6=True)
+    return [address for address in get_host_addresses(use_ipv4=True, use_ipv6=True) if _udp_reaches_itself(address)]
+
+
+def _udp_reaches_itself(address: str, timeout: float = 0.5) -> bool:
+    """Whether a UDP datagram sent from ``address`` to ``address`` arrives (ICE's connectivity check, in small)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as receiver, socket.socket(family, socket.SOCK_DGRAM) as sender:
+            receiver.bind((address, 0))
+            receiver.settimeout(timeout)
+            sender.sendto(b"fer-webrtc-probe", receiver.getsockname()[:2])
+            return receiver.recv(64) == b"fer-webrtc-probe"
+    except OSError:  # no route, the address cannot be bound, or nothing arrived in time
+        return False
 
 
 @st.fragment(run_every=1.0)
-def _live_status(feed: LiveFeed) -> None:
-    st.markdown(f"**{feed.status()}**")
+def _live_status(feed: LiveFeed, playing: bool) -> None:
+    """The live result as text, refreshed every second from the feed itself: it appears as soon
+    as frames arrive, even if the component's "playing" state reaches the page later."""
+    if playing or feed.frames:
+        st.markdown(f"**{feed.status()}**")
+    else:
+        st.info("Starting the camera: allow it when the browser asks (it works on localhost or over https).")
 
 
 def _live(classifier, detector: str, model_key: str) -> None:
@@ -442,10 +463,7 @@ def _live(classifier, detector: str, model_key: str) -> None:
     except Exception as exc:  # noqa: BLE001  (the page shows a message, never a traceback)
         st.error(f"The live webcam cannot start here ({type(exc).__name__}: {exc}).")
         return
-    if context.state.playing:
-        _live_status(feed)
-    else:
-        st.info("Starting the camera: allow it when the browser asks (it works on localhost or over https).")
+    _live_status(feed, context.state.playing)
 
 
 # ---------------------------------------------------------------------------------------------

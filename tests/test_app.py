@@ -367,6 +367,14 @@ print(receive.unprotect(send.protect(packet)) == packet)
     assert done.returncode == 0 and done.stdout.strip().endswith("True"), (done.returncode, done.stderr[-2000:])
 
 
+def test_webrtc_addresses_are_only_those_a_datagram_reaches(monkeypatch):
+    """An address that is listed but carries nothing (not this machine's, or filtered) is left out,
+    so the page says the live webcam cannot start instead of waiting for a camera that never connects."""
+    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda **_: ["127.0.0.1", "203.0.113.7", "::1"])
+    assert app._udp_reaches_itself("127.0.0.1") and not app._udp_reaches_itself("203.0.113.7")
+    assert app.webrtc_addresses() == ["127.0.0.1"] + (["::1"] if app._udp_reaches_itself("::1") else [])
+
+
 def test_the_live_mode_on_the_page(page, monkeypatch):
     """The page's live section, with streamlit-webrtc's component replaced by a stand-in (it needs
     a browser: the Chromium test below runs the real one)."""
@@ -381,7 +389,9 @@ def test_the_live_mode_on_the_page(page, monkeypatch):
         return types.SimpleNamespace(state=types.SimpleNamespace(playing=len(calls) > 1))
 
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer)
-    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda **_: ["192.0.2.2"])
+    # one address that a datagram always reaches, whatever this machine's network (loopback, which the
+    # real aioice leaves out): the page goes on to the stream
+    monkeypatch.setattr("aioice.ice.get_host_addresses", lambda **_: ["127.0.0.1"])
     page.toggle(key="live_on").set_value(True)
     run_page(page)
     assert not page.error and not page.subheader, "photos are not analysed in live mode"
@@ -511,6 +521,8 @@ def chromium_page(tmp_path, *flags: str) -> Iterator[DevTools]:
     browser = subprocess.Popen(
         [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+         # no background connections: this machine's closed network refuses them, many at a time
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--remote-debugging-port={devtools_port}", "--window-size=1280,2000", *flags, "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -570,7 +582,7 @@ def test_the_running_app_renders_the_sample_result_in_chromium(tmp_path, recogni
 
 #: How long the live webcam may take from switching it on to a label on the page, in seconds
 #: (measured: about 5 s on the 2-core machine, most of it the WebRTC connection).
-LIVE_LABEL_SECONDS = 60
+LIVE_LABEL_SECONDS = 45
 #: The video shown by streamlit-webrtc's component (in its iframe) as a PNG data URL, once playing.
 LIVE_VIDEO_FRAME = """(() => {
   for (const frame of document.querySelectorAll('iframe')) {
@@ -584,6 +596,18 @@ LIVE_VIDEO_FRAME = """(() => {
   }
   return null;
 })()"""
+
+
+def switch_live_webcam_on(page: DevTools) -> None:
+    """Wait for the page's Live webcam switch (up to 300 s) and click it, as a user does."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not page.evaluate(
+            "Array.from(document.querySelectorAll('label')).some(l => l.innerText.includes('Live webcam'))"):
+        time.sleep(0.5)
+    x, y = page.evaluate("(() => { const r = document.querySelector('input[aria-label=\"Live webcam\"]')"
+                         ".closest('label').getBoundingClientRect(); return [r.x + 12, r.y + r.height / 2]; })()")
+    for kind in ("mousePressed", "mouseReleased"):  # a real click: the switch listens to pointer events
+        page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
 
 @needs_chromium
@@ -605,25 +629,30 @@ def test_the_live_webcam_labels_the_face_in_chromium(tmp_path, recognizer):
             tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={clip}", "--autoplay-policy=no-user-gesture-required") as page:
         page.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not page.evaluate(
-                "Array.from(document.querySelectorAll('label')).some(l => l.innerText.includes('Live webcam'))"):
-            time.sleep(0.5)
-        x, y = page.evaluate("(() => { const r = document.querySelector('input[aria-label=\"Live webcam\"]')"
-                             ".closest('label').getBoundingClientRect(); return [r.x + 12, r.y + r.height / 2]; })()")
-        for kind in ("mousePressed", "mouseReleased"):  # a real click: the switch listens to pointer events
-            page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-        start, text, found = time.monotonic(), "", None
-        while time.monotonic() < start + LIVE_LABEL_SECONDS and found is None:
-            time.sleep(0.5)
-            text = page.evaluate("document.body ? document.body.innerText : ''") or ""
-            found = status.search(text)
-        seconds = time.monotonic() - start
+        found, seconds, tries = None, 0.0, 0
+        while found is None and tries < 2:  # a user whose camera does not start reloads and switches it on again
+            if tries:
+                print(f"\nlive webcam: no label {LIVE_LABEL_SECONDS} s after switching it on; reloading the page once")
+                page.evaluate("window.beforeReload = true")
+                page.call("Page.reload")
+                while page.evaluate("window.beforeReload === true"):
+                    time.sleep(0.2)
+            tries += 1
+            switch_live_webcam_on(page)
+            start, text = time.monotonic(), ""
+            while time.monotonic() < start + LIVE_LABEL_SECONDS and found is None:
+                time.sleep(0.5)
+                text = page.evaluate("document.body ? document.body.innerText : ''") or ""
+                found = status.search(text)
+            seconds = time.monotonic() - start
         time.sleep(2)  # a few more frames, for the frame rate and the picture
         text = page.evaluate("document.body.innerText") or ""
         shown = page.evaluate(LIVE_VIDEO_FRAME)
         cv2.imwrite(str(tmp_path / "live.png"), screenshot(page))
-    assert found, f"no label on the page {LIVE_LABEL_SECONDS} s after switching the live webcam on; its text:\n{text}"
+    server_log = (tmp_path / "streamlit.log").read_text(errors="replace").splitlines()[-40:]
+    assert found, (f"no label on the page {LIVE_LABEL_SECONDS} s after switching the live webcam on, twice; "
+                   f"video playing in the page: {shown is not None}; its text:\n{text}\n"
+                   "the server's log, last lines:\n" + "\n".join(server_log))
     print(f"\nlive webcam: first label {seconds:.1f} s after switching it on; then: {status.search(text).group(0)}")
     label, _, fps, count = status.search(text).groups()
     assert label == expected and float(fps) > 1 and int(count) > 5 and "Traceback" not in text
