@@ -97,7 +97,7 @@ ABLATIONS: dict[str, dict] = {
 
 #: Epochs of every ablation run, per profile: the budget is a number of epochs, so that rows trained
 #: on different machines stay comparable (``cpu``: 23-25 minutes a row at 40 px on a 2-core AMD EPYC,
-#: 34-44 on a busier 2-core Intel Xeon). The time cap (minutes) is only a guard; a row it stops says
+#: 30-56 on a busier 2-core Intel Xeon). The time cap (minutes) is only a guard; a row it stops says
 #: so in its "stopped" column.
 ABLATION_BUDGET: dict[str, dict] = {"smoke": dict(epochs=1, budget_min=None), "cpu": dict(epochs=25, budget_min=60),
                                     "full": dict(epochs=60, budget_min=None)}
