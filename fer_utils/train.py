@@ -4,10 +4,11 @@ that skips runs whose results already exist.
 ``fit`` feeds numpy faces through a ``keras.utils.PyDataset`` (no tf.data, so it runs under
 TensorFlow, JAX or PyTorch), with augmentation and random crops as Keras layers inside the compiled
 training step. It selects the model on PublicTest (early stopping and best checkpoint on its
-accuracy), supports constant, cosine and plateau learning-rate schedules, label smoothing, class
-weights, mixed bfloat16, weight averaging (EMA) and a time budget, and resumes an interrupted run
-from its last completed epoch (``keras.callbacks.BackupAndRestore``). Given a ``tf.distribute``
-strategy (TensorFlow only) it builds and trains the model under it with no other change.
+accuracy), supports constant, cosine (over the epochs or the time budget) and plateau
+learning-rate schedules, label smoothing, class weights, mixed bfloat16, weight averaging (EMA)
+and a time budget, and resumes an interrupted run from its last completed epoch
+(``keras.callbacks.BackupAndRestore``). Given a ``tf.distribute`` strategy (TensorFlow only) it
+builds and trains the model under it with no other change.
 
 The model ``fit`` returns is the inference model: float32, taking raw 48x48 faces, with the
 config's centre crop and test-time augmentation inside its graph, so an exported model needs no
@@ -48,7 +49,9 @@ MIX_KINDS = (None, "mixup", "cutmix")
 class TrainConfig:
     """How to train. Every field lands in the metrics file's ``params``.
 
-    ``schedule``: ``constant``, ``cosine`` (decay to 1% over all epochs) or ``plateau`` (x0.75
+    ``schedule``: ``constant``, ``cosine`` (decay to 1% over all epochs), ``cosine_budget`` (the
+    same decay, set each epoch, over the epochs or ``time_budget_s``, whichever runs out first:
+    a slower machine that hits the cap still ends on a small learning rate) or ``plateau`` (x0.75
     after 5 epochs without PublicTest improvement). ``augment``: None, ``flip`` or ``standard``
     (flip, shift, rotation, zoom, Gaussian noise). ``patience``: early-stopping epochs on
     PublicTest accuracy (None: off). ``time_budget_s``: stop after the epoch that crosses it.
@@ -333,12 +336,25 @@ def inference_model(net: keras.Model, crop: int | None = None, tta: str = "none"
     return keras.Model(inputs, outputs, name=f"{net.name}_{tta}" if tta != "none" else f"{net.name}_crop{crop}")
 
 
+#: Learning-rate schedules (``TrainConfig.schedule``).
+SCHEDULES = ("constant", "cosine", "cosine_budget", "plateau")
+#: Where the cosine schedules end, as a fraction of the initial learning rate.
+COSINE_FLOOR = 0.01
+
+
+def cosine_learning_rate(initial: float, progress: float) -> float:
+    """The cosine schedule's learning rate after ``progress`` (0..1, clipped) of the run."""
+    progress = min(max(progress, 0.0), 1.0)
+    return initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
     lr = config.learning_rate
     if config.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch, alpha=0.01)
-    elif config.schedule not in ("constant", "plateau"):
-        raise ValueError(f"schedule={config.schedule!r}: choose 'constant', 'cosine' or 'plateau'")
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch,
+                                                    alpha=COSINE_FLOOR)
+    elif config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule={config.schedule!r}: choose one of {SCHEDULES}")
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr, **ema)
@@ -404,6 +420,15 @@ class _EpochTimer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _budget_cosine(config: TrainConfig, timer: _EpochTimer) -> keras.callbacks.LearningRateScheduler:
+    """``cosine_budget``: each epoch's learning rate from the larger of the epochs done and the
+    time budget spent (the timer counts the epochs of an interrupted run too)."""
+    def rate(epoch, _lr):
+        spent = timer.spent / config.time_budget_s if config.time_budget_s else 0.0
+        return float(cosine_learning_rate(config.learning_rate, max(epoch / config.epochs, spent)))
+    return keras.callbacks.LearningRateScheduler(rate)
+
+
 class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping whose best value and patience counter continue from an earlier history."""
 
@@ -434,6 +459,7 @@ def _builtin_callbacks(timer, best_path, history_csv, workdir, prior, config, va
     callbacks = [
         timer,  # first, so the loggers below see epoch_seconds
         keras.callbacks.BackupAndRestore(workdir / "backup"),
+        *([_budget_cosine(config, timer)] if config.schedule == "cosine_budget" else []),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []),
         keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_accuracy", mode="max", save_best_only=validated, save_weights_only=True,

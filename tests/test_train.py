@@ -356,3 +356,36 @@ def test_fit_without_validation_keeps_the_last_epoch(faces, tmp_path):
     assert result.epochs == 2 and "val_accuracy" not in result.history
     with pytest.raises(ValueError, match="fixed schedule"):
         fit(tiny_cnn, faces[0], faces[1], None, None, TrainConfig(epochs=1, patience=3), tmp_path / "b", verbose=0)
+
+
+def test_cosine_budget_follows_the_epochs_when_the_budget_is_not_reached(faces, tmp_path):
+    from fer_utils.train import cosine_learning_rate
+    cfg = TrainConfig(epochs=3, batch_size=64, patience=None, schedule="cosine_budget", time_budget_s=3600)
+    result = fit(tiny_cnn, faces[0], faces[1], None, None, cfg, tmp_path, verbose=0)
+    expected = [cosine_learning_rate(1e-3, e / 3) for e in range(3)]
+    assert result.stopped == "completed"
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
+
+
+def test_cosine_budget_ends_on_the_floor_when_the_time_budget_runs_out(faces, tmp_path):
+    """A run resumed with 99% of its budget spent: the one epoch left runs at the schedule's floor,
+    not at the epoch count's (nearly full) learning rate, and the cap stops it."""
+    from fer_utils.train import COSINE_FLOOR, cosine_learning_rate
+    import pandas as pd
+    budget = 0.05
+    cfg = TrainConfig(epochs=100, batch_size=64, patience=None, schedule="cosine_budget", time_budget_s=budget)
+    fit(tiny_cnn, faces[0], faces[1], None, None, replace(cfg, epochs=1, time_budget_s=None), tmp_path / "first",
+        verbose=0)  # a real epoch's history, then told it took 99% of the budget
+    history = pd.read_csv(tmp_path / "first" / "history.csv").assign(epoch_seconds=0.99 * budget)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    result = fit(tiny_cnn, faces[0], faces[1], None, None, cfg, tmp_path, verbose=0)
+    assert result.stopped.startswith("time budget")
+    lr = result.history["learning_rate"][-1]
+    assert lr == pytest.approx(cosine_learning_rate(1e-3, 0.99), rel=1e-5)
+    assert lr < 2 * COSINE_FLOOR * 1e-3 < cosine_learning_rate(1e-3, 1 / 100)
+
+
+def test_unknown_schedule_is_refused(faces, tmp_path):
+    with pytest.raises(ValueError, match="cosine_budget"):
+        fit(tiny_cnn, faces[0], faces[1], None, None, TrainConfig(epochs=1, patience=None, schedule="linear"),
+            tmp_path, verbose=0)
