@@ -41,6 +41,10 @@ layers = keras.layers
 
 #: Test-time augmentation kinds: the views of each face whose probabilities are averaged.
 TTA_KINDS = ("none", "flip", "ten_crop")
+#: Learning-rate schedules (``TrainConfig.schedule``).
+SCHEDULES = ("constant", "cosine", "cosine_budget", "plateau")
+#: Where the cosine schedules end, as a fraction of the initial learning rate.
+COSINE_FLOOR = 0.01
 #: Ways of mixing training faces and their labels (``TrainConfig.mix``).
 MIX_KINDS = (None, "mixup", "cutmix")
 
@@ -98,6 +102,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.crop is not None and not 8 <= self.crop <= IMAGE_SIZE:
             raise ValueError(f"crop={self.crop}: choose a crop size between 8 and {IMAGE_SIZE} pixels, or None")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}: choose one of {SCHEDULES}")
         if self.tta not in TTA_KINDS:
             raise ValueError(f"tta={self.tta!r}: choose one of {TTA_KINDS}")
         if self.tta == "ten_crop" and not self.crop:
@@ -336,16 +342,10 @@ def inference_model(net: keras.Model, crop: int | None = None, tta: str = "none"
     return keras.Model(inputs, outputs, name=f"{net.name}_{tta}" if tta != "none" else f"{net.name}_crop{crop}")
 
 
-#: Learning-rate schedules (``TrainConfig.schedule``).
-SCHEDULES = ("constant", "cosine", "cosine_budget", "plateau")
-#: Where the cosine schedules end, as a fraction of the initial learning rate.
-COSINE_FLOOR = 0.01
-
-
 def cosine_learning_rate(initial: float, progress: float) -> float:
     """The cosine schedule's learning rate after ``progress`` (0..1, clipped) of the run."""
     progress = min(max(progress, 0.0), 1.0)
-    return initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress)))
+    return float(initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -353,8 +353,6 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch,
                                                     alpha=COSINE_FLOOR)
-    elif config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule={config.schedule!r}: choose one of {SCHEDULES}")
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr, **ema)
@@ -425,7 +423,7 @@ def _budget_cosine(config: TrainConfig, timer: _EpochTimer) -> keras.callbacks.L
     time budget spent (the timer counts the epochs of an interrupted run too)."""
     def rate(epoch, _lr):
         spent = timer.spent / config.time_budget_s if config.time_budget_s else 0.0
-        return float(cosine_learning_rate(config.learning_rate, max(epoch / config.epochs, spent)))
+        return cosine_learning_rate(config.learning_rate, max(epoch / config.epochs, spent))
     return keras.callbacks.LearningRateScheduler(rate)
 
 
