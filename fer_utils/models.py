@@ -121,6 +121,32 @@ class HorizontalFlip(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="fer_utils")
+class ViewsToBatch(layers.Layer):
+    """Stacks a list of ``(B, ...)`` test-time views into one ``(V * B, ...)`` batch, view by view,
+    so the network runs once on all of them (at batch 1 in ONNX Runtime a single pass over the views
+    is faster than one pass per view)."""
+
+    def call(self, views):
+        return keras.ops.concatenate(views, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="fer_utils")
+class AverageViews(layers.Layer):
+    """The mean over ``views`` of ``(V * B, classes)`` probabilities stacked by ``ViewsToBatch``."""
+
+    def __init__(self, views: int, **kwargs):
+        super().__init__(**kwargs)
+        self.views = int(views)
+
+    def call(self, probabilities):
+        stacked = keras.ops.reshape(probabilities, (self.views, -1, probabilities.shape[-1]))
+        return keras.ops.mean(stacked, axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="fer_utils")
 class PriorCorrection(layers.Layer):
     """Post-hoc logit adjustment of probabilities: ``p_c * w_c`` renormalised, with
     ``w_c = prior_c ** -tau`` (Menon et al. 2021), which trades some accuracy on the frequent

@@ -32,7 +32,7 @@ import pandas as pd
 
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
 from .evaluate import evaluate_splits, metrics_record
-from .models import HorizontalFlip
+from .models import AverageViews, HorizontalFlip, ViewsToBatch
 from .progress import batch_run
 from .runs import RunRecord, RunStore
 
@@ -337,8 +337,12 @@ def inference_model(net: keras.Model, crop: int | None = None, tta: str = "none"
         return net
     inputs, x = _face_batch_input()
     size = crop or IMAGE_SIZE
-    probabilities = [net(layers.Reshape((size, size))(view)) for view in _views(x, crop, tta)]
-    outputs = probabilities[0] if len(probabilities) == 1 else layers.Average(name="tta_average")(probabilities)
+    views = _views(x, crop, tta)
+    if len(views) == 1:
+        outputs = net(layers.Reshape((size, size))(views[0]))
+    else:  # one pass of the network over all views, then their mean
+        batch = layers.Reshape((size, size))(ViewsToBatch(name="views_to_batch")(views))
+        outputs = AverageViews(len(views), name="tta_average")(net(batch))
     return keras.Model(inputs, outputs, name=f"{net.name}_{tta}" if tta != "none" else f"{net.name}_crop{crop}")
 
 

@@ -24,7 +24,7 @@ def test_champion_fits_the_parameter_and_cost_limits():
 
 def test_recipe_per_profile():
     cpu, smoke = champion.champion_config(config.get_profile("cpu")), champion.champion_config(config.get_profile("smoke"))
-    assert cpu.schedule == "cosine" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
+    assert cpu.schedule == "cosine_budget" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
     assert cpu.patience is None  # the cosine schedule needs its last epochs
     assert cpu.time_budget_s is not None and cpu.time_budget_s <= 2 * 3600
     assert cpu.crop == champion.CROP and cpu.precision == "auto" and cpu.tta == "flip"
@@ -85,12 +85,16 @@ def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
 def test_the_views_are_chosen_on_publictest_within_the_latency_limit(tmp_path):
     ds = make_synthetic_fer(200, seed=0)
     net = train.inference_model(models.build("cnn_small", image_size=40), 40, "flip")
-    latency = champion.tta_latency(net, 40, ds.split("PublicTest")[0], tmp_path, repeats=5)
-    assert list(latency.index) == ["none", "flip", "ten_crop"] and (latency > 0).all()
+    latency = champion.tta_latency(net, 40, ds.split("PublicTest")[0], tmp_path, repeats=5,
+                                   calibration_faces=ds.split("Training")[0][:64])
+    assert list(latency.index) == ["none", "flip", "ten_crop"] and (latency > 0).all().all()
+    assert list(latency.columns) == ["ONNX fp32 ms/face, batch 1", "ONNX int8 ms/face, batch 1"]
+    assert (tmp_path / "tta_flip_int8.onnx").exists()
     views = pd.DataFrame({"accuracy": [60.0, 61.0, 62.0]},
                          index=pd.MultiIndex.from_tuples([(k, "PublicTest") for k in ("none", "flip", "ten_crop")]))
-    ms = pd.Series({"none": 0.3, "flip": 0.5, "ten_crop": 1.4})
-    assert champion.choose_tta(views, ms, limit_ms=1.0) == "flip"
+    ms = pd.DataFrame({"fp32": [0.3, 1.2, 1.4], "int8": [0.2, 0.9, 1.3]}, index=["none", "flip", "ten_crop"])
+    assert champion.choose_tta(views, ms, limit_ms=1.0) == "flip"  # within the limit as int8 only
+    assert champion.choose_tta(views, ms[["fp32"]], limit_ms=1.0) == "none"
     assert champion.choose_tta(views, ms, limit_ms=2.0) == "ten_crop"
     assert champion.choose_tta(views, ms, limit_ms=0.1) == "none"  # none fits: the fastest
 

@@ -297,8 +297,8 @@ def test_crops_train_a_smaller_network_and_test_on_the_centre_crop(faces, tmp_pa
                                model.predict(x_val, verbose=0), atol=1e-6)
 
 
-def test_test_time_views_average_the_mirrored_and_corner_crops():
-    from fer_utils.train import inference_model
+def test_test_time_views_average_the_mirrored_and_corner_crops(tmp_path):
+    from fer_utils.train import inference_model, save_model
 
     keras.utils.set_random_seed(0)
     net = tiny_cnn_any_size(40)
@@ -306,7 +306,11 @@ def test_test_time_views_average_the_mirrored_and_corner_crops():
     views = [x[:, 4:44, 4:44], x[:, :40, :40], x[:, :40, 8:], x[:, 8:, :40], x[:, 8:, 8:]]
     views += [v[:, :, ::-1] for v in views]
     expected = np.mean([net.predict(v, verbose=0) for v in views], axis=0)
-    np.testing.assert_allclose(inference_model(net, 40, "ten_crop").predict(x, verbose=0), expected, atol=1e-6)
+    ten = inference_model(net, 40, "ten_crop")
+    assert len(ten.get_layer(net.name)._inbound_nodes) == 1  # one pass over the ten views stacked in a batch
+    np.testing.assert_allclose(ten.predict(x, verbose=0), expected, atol=1e-6)
+    reloaded = keras.models.load_model(save_model(ten, tmp_path / "ten.keras"), compile=False)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-6)
     flip = np.mean([net.predict(v, verbose=0) for v in (views[0], views[5])], axis=0)
     np.testing.assert_allclose(inference_model(net, 40, "flip").predict(x, verbose=0), flip, atol=1e-6)
     assert inference_model(net, None, "none") is net
