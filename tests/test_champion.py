@@ -144,6 +144,7 @@ def test_ablations_train_each_row_and_are_read_back_without_their_models(tmp_pat
     assert (table["epochs"] == 1).all() and (table["faces/s"] > 0).all()
     runs = {r["run"]: r for r in run.store.records()}
     assert {r["params"].get("mix") for r in runs.values()} == {None, "cutmix"}
+    assert {r["params"]["schedule"] for r in runs.values()} == {"cosine"}  # their budget is epochs, not the cap
     for path in run.models_dir.glob("*.keras"):
         path.unlink()  # another machine: metrics files only
     again = champion.train_ablations(run.store, run.dataset, run.profile, rows)
