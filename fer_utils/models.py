@@ -142,6 +142,9 @@ class AverageViews(layers.Layer):
         stacked = keras.ops.reshape(probabilities, (self.views, -1, probabilities.shape[-1]))
         return keras.ops.mean(stacked, axis=0)
 
+    def compute_output_shape(self, input_shape):  # the batch is unknown while the graph is built
+        return (None, input_shape[-1])
+
     def get_config(self):
         return {**super().get_config(), "views": self.views}
 
