@@ -58,9 +58,10 @@ LITERATURE: dict[str, float] = {
 
 def champion_config(profile, seed: int = 42, epochs: int | None = None) -> TrainConfig:
     """The champion's ``TrainConfig`` for a profile (``epochs`` overrides the profile's): AdamW
-    with a cosine decay over the epochs or the time cap (whichever ends first), batch 256 with the learning rate scaled from 1e-3 at batch 128, label
-    smoothing 0.1, the standard augmentation on random 40-pixel crops, bfloat16 where the machine
-    computes it natively, and horizontal-flip test-time augmentation inside the model."""
+    with a cosine decay over the epochs or the time cap (whichever ends first), batch 256 with the
+    learning rate scaled from 1e-3 at batch 128, label smoothing 0.1, the standard augmentation on
+    random 40-pixel crops, bfloat16 where the machine computes it natively, and horizontal-flip
+    test-time augmentation inside the model."""
     recipe = CHAMPION_RECIPES[profile.name]
     return TrainConfig(
         epochs=epochs or recipe["epochs"], batch_size=128, learning_rate=1e-3, optimizer="adamw",
@@ -221,7 +222,7 @@ def tta_latency(model: keras.Model, crop: int | None, faces: np.ndarray, out_dir
 def choose_tta(views: pd.DataFrame, latency_ms: pd.DataFrame, limit_ms: float = 1.0) -> str:
     """The view set with the best PublicTest accuracy among those whose fastest ONNX format (fp32 or
     int8, ``tta_latency``) runs within ``limit_ms`` per face (``tta_table``); the fastest when none is."""
-    fastest = latency_ms.min(axis=1) if isinstance(latency_ms, pd.DataFrame) else latency_ms
+    fastest = latency_ms.min(axis=1)
     within = [kind for kind in fastest.index if fastest[kind] <= limit_ms]
     if not within:
         return str(fastest.idxmin())
