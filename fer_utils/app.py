@@ -61,7 +61,7 @@ import streamlit as st
 from fer_utils import realtime
 from fer_utils.api import ExpressionRecognizer, released_model
 from fer_utils.config import CLASS_NAMES, IMAGE_SIZE, MODELS_DIR
-from fer_utils.export import ModelFileError, OnnxClassifier
+from fer_utils.export import ModelFileError, OnnxClassifier, source_run
 from fer_utils.realtime import (CLASS_COLORS, MAX_PIXELS, WHOLE_FACE_MAX_SIDE, Face, SourceError, decode_photo,
                                 draw_faces)
 
@@ -292,12 +292,8 @@ def keras_source(onnx_path: str | os.PathLike, models_dir: str | os.PathLike = M
     card beside it (``<name>.md``, "exported from the Keras run `RUN`"), or a ``.keras`` file of
     the same name, looked up in ``models_dir``; None when neither exists."""
     onnx_path = Path(onnx_path)
-    candidates = []
-    card = onnx_path.with_suffix(".md")
-    if card.is_file():
-        match = re.search(r"Keras run `([^`]+)`", card.read_text(errors="replace"))
-        if match:
-            candidates.append(Path(models_dir) / f"{match.group(1)}.keras")
+    run = source_run(onnx_path)
+    candidates = [Path(models_dir) / f"{run}.keras"] if run else []
     candidates.append(onnx_path.with_suffix(".keras"))
     return next((p for p in candidates if p.is_file()), None)
 

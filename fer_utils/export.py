@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -100,6 +101,81 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path
     _set_metadata(onnx_model, {"classes": ",".join(CLASS_NAMES), "input": "face float32 (N,48,48) 0-255",
                                "source_model": getattr(model, "name", "")})
     return _save_onnx_atomic(onnx_model, Path(path))
+
+
+def source_run(onnx_path: str | os.PathLike) -> str | None:
+    """The Keras run an ONNX file was exported from, as the model card beside it names it
+    (``<name>.md``: "exported from the Keras run `RUN`"); None without a card or that line."""
+    card = Path(onnx_path).with_suffix(".md")
+    match = re.search(r"Keras run `([^`]+)`", card.read_text(errors="replace")) if card.is_file() else None
+    return match.group(1) if match else None
+
+
+def _onnx_weights(path: Path) -> tuple[list[tuple], list[tuple]]:
+    """An exported graph's convolutions ``(kernel OIHW, bias)`` and dense layers ``(weights,
+    bias)``, each once (a graph that runs the network once per test-time view shares them), in
+    graph order; a zero bias, which tf2onnx leaves out, comes back as zeros."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    bias_of = {x: next((values[v] for v in n.input if v in values), None)
+               for n in graph.node if n.op_type == "Add" for x in n.input}
+    convs, dense, seen = [], [], set()
+    for node in graph.node:
+        weight = node.input[1] if len(node.input) > 1 else None
+        if weight in seen or weight not in values:
+            continue
+        if node.op_type == "Conv":
+            seen.add(weight)
+            bias = values[node.input[2]] if len(node.input) > 2 else None
+            convs.append((values[weight], np.zeros(values[weight].shape[0], "float32") if bias is None else bias))
+        elif node.op_type == "MatMul":
+            seen.add(weight)
+            bias = bias_of.get(node.output[0])
+            dense.append((values[weight], np.zeros(values[weight].shape[1], "float32") if bias is None else bias))
+    return convs, dense
+
+
+def load_weights_from_onnx(net, path: str | os.PathLike):
+    """Fill ``net`` (a freshly built Keras network of the architecture the ONNX file at ``path``
+    was exported from: convolutions, batch norms and dense layers) with that file's weights and
+    return it. tf2onnx folds each batch normalisation into the convolution before it, so the
+    convolution gets the folded kernel and its batch norm the identity plus the folded shift
+    (scale 1, mean 0, variance 1 - epsilon, offset): the same function at inference, though not
+    the training-time statistics. :class:`ModelFileError` if the file does not fit ``net``."""
+    keras = import_keras()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such ONNX file")
+    convs, dense = _onnx_weights(path)
+    layers = [layer for layer in net.layers
+              if isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization, keras.layers.Dense))]
+    wanted = sum(isinstance(layer, keras.layers.Conv2D) for layer in layers), \
+        sum(isinstance(layer, keras.layers.Dense) for layer in layers)
+    if wanted != (len(convs), len(dense)):
+        raise ModelFileError(f"{path}: {len(convs)} convolutions and {len(dense)} dense layers, "
+                             f"but {net.name} has {wanted[0]} and {wanted[1]}")
+    convs, dense, folded = iter(convs), iter(dense), None
+    try:
+        for layer in layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                kernel, bias = next(convs)
+                layer.set_weights([kernel.transpose(2, 3, 1, 0)] + ([bias] if layer.use_bias else []))
+                folded = None if layer.use_bias else bias
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                if folded is None:
+                    raise ValueError(f"{layer.name} does not follow a convolution without bias")
+                ones = np.ones_like(folded)
+                layer.set_weights([ones, folded, np.zeros_like(folded), ones - layer.epsilon])
+                folded = None
+            else:
+                weights, bias = next(dense)
+                layer.set_weights([weights] + ([bias] if layer.use_bias else []))
+    except ValueError as exc:  # a shape that does not fit
+        raise ModelFileError(f"{path}: its weights do not fit {net.name} ({exc})") from None
+    return net
 
 
 def _set_metadata(onnx_model, values: dict) -> None:

@@ -1,10 +1,12 @@
 """The champion: its size limits, the recipe's profiles, the cost counter, TTA reporting."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import champion, config, export, models, runs, train
+from fer_utils import champion, config, evaluate, export, models, runs, train
 from fer_utils.synthetic import make_synthetic_fer
 from fer_utils.notebook import start
 from fer_utils.train import TrainConfig, train_and_evaluate
@@ -24,7 +26,8 @@ def test_champion_fits_the_parameter_and_cost_limits():
 
 def test_recipe_per_profile():
     cpu, smoke = champion.champion_config(config.get_profile("cpu")), champion.champion_config(config.get_profile("smoke"))
-    assert cpu.schedule == "cosine_budget" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
+    assert cpu.schedule == "cosine" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
+    assert champion.champion_config(config.get_profile("cpu"), schedule="cosine_budget").schedule == "cosine_budget"
     assert cpu.patience is None  # the cosine schedule needs its last epochs
     assert cpu.time_budget_s is not None and cpu.time_budget_s <= 2 * 3600
     assert cpu.crop == champion.CROP and cpu.precision == "auto" and cpu.tta == "flip"
@@ -80,6 +83,30 @@ def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
     net = champion.network_of(inside)
     expected = train.predict_proba(train.inference_model(net, 40, "ten_crop"), x)
     np.testing.assert_allclose(inside.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_a_fresh_clone_rebuilds_the_champion_from_the_released_onnx(tmp_path):
+    run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    cfg = TrainConfig(epochs=1, batch_size=64, crop=40, tta="flip")
+    record = champion.train_champion(run.store, run.dataset, cfg, release=tmp_path / "none.onnx")
+    released = champion.release_candidate(run.store, run.dataset, record, tau=0.5)
+    info = {"parity": {"max_abs_diff": 0.0, "argmax_agreement": 1.0}, "nodes_simplified": 0, "onnx_mb": 3.0}
+    onnx_file, _ = export.release_model(export.export_onnx(evaluate.model_path(released), tmp_path / "r.onnx"),
+                                        released, info, tmp_path / "release")
+    assert export.source_run(onnx_file) == released["run"]
+    trained_file = evaluate.model_path(record)
+    x = run.dataset.split("PrivateTest")[0]
+    expected = train.predict_proba(export.load_keras_model(trained_file), x)
+    trained_file.unlink()  # a fresh clone: metrics files and the ONNX release, no Keras models
+    # a release that is not this network behind these views is refused: nothing is written
+    assert champion.rebuild_from_release(run.store, run.dataset, record["run"], replace(cfg, crop=None), onnx_file) is None
+    assert not trained_file.exists()
+    again = champion.train_champion(run.store, run.dataset, cfg, release=onnx_file)
+    assert again["train"] == record["train"]  # loaded, not retrained
+    np.testing.assert_allclose(train.predict_proba(export.load_keras_model(trained_file), x), expected, atol=1e-5)
+    # loaded, it keeps the views and tau of its release; a new training of the same run does not
+    assert champion.earlier_release(run.store, again)["params"]["prior_correction_tau"] == 0.5
+    assert champion.earlier_release(run.store, {**again, "train": {**again["train"], "seconds": 1.0}}) is None
 
 
 def test_the_views_are_chosen_on_publictest_within_the_latency_limit(tmp_path):

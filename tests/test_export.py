@@ -8,8 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from fer_utils import evaluate, export, models
+from fer_utils import config, evaluate, export, models, train
 from onnx_helpers import faces, trained_tiny, tiny_onnx
+
+keras = config.import_keras()
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,23 @@ def test_export_matches_keras(tiny_path):
     dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [48, 48] and graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert not list(tiny_path.parent.glob("*.tmp*")), "atomic write leaves no temp file"
+
+
+def test_the_weights_of_an_exported_network_load_back_into_keras(tmp_path):
+    def tiny_champion():
+        return models.champion_cnn(stem=8, stages=((8, 1), (16, 1)), head_units=16, image_size=40)
+
+    net, rng = tiny_champion(), np.random.default_rng(0)
+    for layer in net.layers:  # batch-norm statistics that are not the identity, so the folding matters
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.uniform(0.5, 2, n)])
+    path = export.export_onnx(train.inference_model(net, 40, "flip"), tmp_path / "net.onnx")
+    rebuilt = train.inference_model(export.load_weights_from_onnx(tiny_champion(), path), 40, "flip")
+    x = faces()[2][:16]
+    np.testing.assert_allclose(train.predict_proba(rebuilt, x), export.OnnxClassifier(path).predict(x), atol=1e-5)
+    with pytest.raises(export.ModelFileError, match=r"net\.onnx: 3 convolutions and 2 dense layers, but cnn_small"):
+        export.load_weights_from_onnx(models.build("cnn_small", image_size=40), path)
 
 
 def test_export_project_cnn_from_keras_file(tmp_path):
