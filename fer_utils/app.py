@@ -338,7 +338,8 @@ def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = 
     if method == "Grad-CAM" and (keras_path is None or not Path(keras_path).is_file()):
         raise ExplainUnavailable(
             "Grad-CAM needs the Keras model the ONNX file was exported from (its gradients), and it is not in this "
-            "checkout: trained models are not committed (`make 03` trains it). LIME needs only the ONNX model.")
+            "checkout: trained models are not committed (`make 12` rebuilds the released champion's from its ONNX file "
+            "without training). LIME needs only the ONNX model.")
     try:
         from fer_utils import explain
     except ImportError as exc:
