@@ -10,7 +10,6 @@ sizes on the machine at hand, which is how the network and batch size were chose
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -91,19 +90,14 @@ def rebuild_from_release(store: RunStore, dataset, run_id: str, config: TrainCon
     crop and test-time views. Saved only if, behind the release's views and prior correction, it
     reproduces the ONNX file's probabilities on PublicTest faces within ``tolerance``. The path
     of the rebuilt model, or None when there is nothing to rebuild (or it does not match)."""
-    target = store.model_path(run_id)
-    released_run = source_run(release)
-    released_path = store.metrics_path(released_run) if released_run else None
-    if target.exists() or not store.metrics_path(run_id).exists() or not (released_path and released_path.exists()):
-        return None
-    released = json.loads(released_path.read_text())
-    if released.get("derived_from") != run_id:
+    target, released_run = store.model_path(run_id), source_run(release)
+    released = store.record(released_run) if released_run else None
+    if target.exists() or store.record(run_id) is None or released is None or released.get("derived_from") != run_id:
         return None
     net = load_weights_from_onnx(build(MODEL_NAME, image_size=config.crop or IMAGE_SIZE), release)
     model = inference_model(net, config.crop, config.tta)
     shipped = inference_model(net, config.crop, released["params"].get("tta", config.tta))
-    weights = prior_weights(dataset.split(TRAIN)[1], released["params"].get("prior_correction_tau", 0.0))
-    corrected = keras.Model(shipped.inputs, PriorCorrection(weights)(shipped.outputs[0]))
+    corrected = with_prior_correction(shipped, dataset.split(TRAIN)[1], released["params"].get("prior_correction_tau", 0.0))
     faces = dataset.split(VAL)[0][:parity_faces]
     diff = float(np.abs(predict_proba(corrected, faces) - OnnxClassifier(release).predict(faces)).max())
     if diff > tolerance:
@@ -264,6 +258,12 @@ def choose_tta(views: pd.DataFrame, latency_ms: pd.DataFrame, limit_ms: float = 
     return max(within, key=lambda kind: views.loc[(kind, VAL), "accuracy"])
 
 
+def with_prior_correction(model: keras.Model, y_train: np.ndarray, tau: float) -> keras.Model:
+    """``model`` with ``models.PriorCorrection`` (tau, the Training labels' frequencies) after it."""
+    layer = PriorCorrection(prior_weights(y_train, tau), name="prior_correction")
+    return keras.Model(model.inputs, layer(model.outputs[0]), name=f"{model.name}_prior_corrected")
+
+
 def _release_id(record: dict) -> str:
     return record["run"].replace(f"_{record['sampling']}_", f"_{record['sampling']}_prior_corrected_", 1)
 
@@ -273,12 +273,10 @@ def earlier_release(store: RunStore, record: dict) -> RunRecord | None:
     ``release`` and derived from this very training), or None (none yet, or the store is forced).
     A champion loaded rather than trained here keeps the views and tau chosen where it was
     trained: the latency rule holds on the training machine, and a slower one would choose again."""
-    path = store.metrics_path(_release_id(record))
-    if store.force or not path.exists():
-        return None
-    earlier = json.loads(path.read_text())
-    same = earlier.get("release") and earlier.get("derived_from") == record["run"] and earlier["train"] == record["train"]
-    return RunRecord(earlier) if same else None
+    earlier = None if store.force else store.record(_release_id(record))
+    same = earlier and earlier.get("release") and earlier.get("derived_from") == record["run"] \
+        and earlier["train"] == record["train"]
+    return earlier if same else None
 
 
 def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: str | None = None) -> RunRecord:
@@ -293,8 +291,7 @@ def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: s
     tta = tta or trained_tta
     if tta != trained_tta:
         base = inference_model(network_of(base), record["params"].get("crop"), tta)
-    corrected = keras.Model(base.inputs, PriorCorrection(prior_weights(y_train, tau), name="prior_correction")(
-        base.outputs[0]), name=f"{base.name}_prior_corrected")
+    corrected = with_prior_correction(base, y_train, tau)
     run_id = _release_id(record)
     path = save_model(corrected, store.model_path(run_id))
     reloaded = keras.models.load_model(path, compile=False)

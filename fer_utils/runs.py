@@ -128,6 +128,11 @@ class RunStore:
         runs = self.trained(fingerprint)
         return runs[0] if runs else None
 
+    def record(self, run_id: str) -> RunRecord | None:
+        """``run_id``'s saved record as it is (no checks), or None when it has no metrics file."""
+        path = self.metrics_path(run_id)
+        return RunRecord(json.loads(path.read_text())) if path.exists() else None
+
     def existing(self, run_id: str, params: dict, dataset: dict, needs_model: bool = True) -> RunRecord | None:
         """The saved record of ``run_id`` if it can be reused: its metrics file and (unless
         ``needs_model`` is False, for runs only tabulated later) its model exist,
