@@ -71,12 +71,31 @@ def evaluate_splits(predict: Callable[[np.ndarray], np.ndarray], ds: FERDataset)
 
 
 def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) -> dict:
-    """Metrics from precomputed probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}``."""
-    out = {split: split_metrics(ds.split(split)[1], proba_by_split[split]) for split in (VAL, TEST)}
+    """Metrics from precomputed probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}``;
+    PublicTest's and PrivateTest's also keep the predicted class of every face (``predicted``, one
+    digit a face in split order: ``predicted_classes``), so two runs can be compared face by face."""
+    out = {split: {**split_metrics(ds.split(split)[1], proba_by_split[split]),
+                   "predicted": "".join(map(str, np.asarray(proba_by_split[split]).argmax(axis=1)))}
+           for split in (VAL, TEST)}
     test_rows = np.flatnonzero(ds.usage == TEST)
     keep = without_training_duplicates(ds, TEST)[test_rows]
     out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep])
     return out
+
+
+def predicted_classes(split_metrics_: dict) -> np.ndarray | None:
+    """The per-face predicted classes a split's metrics keep (``evaluate_predictions``), or None
+    for a record written before they were kept."""
+    digits = split_metrics_.get("predicted")
+    return None if digits is None else np.frombuffer(digits.encode(), dtype=np.uint8) - ord("0")
+
+
+def accuracy_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy of ``correct`` out of ``n`` (statsmodels), in percent."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(correct, n, alpha=1 - level, method="wilson")
+    return 100 * float(low), 100 * float(high)
 
 
 def mcnemar_p(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> float:

@@ -77,6 +77,18 @@ class RunRecord(dict):
         return model_path(self)
 
 
+#: The seed whose runs keep the names they had before seeds were part of a run's name.
+DEFAULT_SEED = 42
+#: Settings that guard a run without defining it: a time cap is a safety net (a run it stops is
+#: marked ``capped``), so changing it does not make a finished run a different one.
+NOT_IDENTITY = ("time_budget_s",)
+
+
+def run_identity(params: dict) -> dict:
+    """The settings that make two runs the same run: ``params`` without ``NOT_IDENTITY``."""
+    return {k: v for k, v in params.items() if k not in NOT_IDENTITY}
+
+
 @dataclass(frozen=True)
 class RunStore:
     """Trained runs in ``metrics_dir`` and ``models_dir``. New runs are filed under ``notebook``
@@ -91,9 +103,12 @@ class RunStore:
     force: bool = False
     metrics_suffice: bool = False
 
-    def run_id(self, *parts: str) -> str:
-        """A new run's name: ``<NN>_<parts...>_<profile>``, e.g. ``03_cnn_small_ros_cpu``."""
-        return "_".join([self.notebook[:2], *parts, self.profile])
+    def run_id(self, *parts: str, seed: int | None = None) -> str:
+        """A new run's name: ``<NN>_<parts...>_<profile>``, e.g. ``03_cnn_small_ros_cpu``; a
+        ``seed`` other than ``DEFAULT_SEED`` is part of it (``03_cnn_small_ros_seed43_cpu``), so
+        every seed of a recipe keeps its own record and the seed-42 runs keep their names."""
+        seeded = [f"seed{seed}"] if seed is not None and seed != DEFAULT_SEED else []
+        return "_".join([self.notebook[:2], *parts, *seeded, self.profile])
 
     def under(self, notebook: str) -> RunStore:
         """The same store filing runs under another ``notebook`` (notebook 07's unaligned baseline
@@ -145,7 +160,8 @@ class RunStore:
         record = json.loads(metrics_path.read_text())
         saved = record["dataset"]
         if (saved.get("fingerprint"), saved.get("derived", {}).get("fingerprint")) != \
-                (dataset["fingerprint"], dataset.get("derived", {}).get("fingerprint")) or record["params"] != params:
+                (dataset["fingerprint"], dataset.get("derived", {}).get("fingerprint")) or \
+                run_identity(record["params"]) != run_identity(params):
             return None
         print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
               "loaded, not retrained (force=True retrains)")

@@ -45,6 +45,8 @@ TTA_KINDS = ("none", "flip", "ten_crop")
 SCHEDULES = ("constant", "cosine", "cosine_budget", "plateau")
 #: Where the cosine schedules end, as a fraction of the initial learning rate.
 COSINE_FLOOR = 0.01
+#: How ``FitResult.stopped`` starts when the time cap stopped a run before its epochs.
+CAPPED = "time budget"
 #: Ways of mixing training faces and their labels (``TrainConfig.mix``).
 MIX_KINDS = (None, "mixup", "cutmix")
 
@@ -138,12 +140,18 @@ class FitResult:
     precision: str = "float32"
     extra: dict = field(default_factory=dict)
 
+    @property
+    def capped(self) -> bool:
+        """Stopped by the time cap before its epochs: never released, never counted as a seed."""
+        return self.stopped.startswith(CAPPED)
+
     def summary(self, n_train: int, images_per_epoch: int | None = None) -> dict:
         """The metrics file's ``train`` entry: epochs, seconds, why it stopped, training-set size,
         throughput (``images_per_epoch`` defaults to ``n_train``), the epoch it resumed from, and
         where it ran (backend, device, precision)."""
         seen = self.epochs * (images_per_epoch or n_train)
         return {"epochs": self.epochs, "seconds": round(self.seconds, 1), "stopped": self.stopped,
+                "capped": self.capped,
                 "n_train": int(n_train), "images_per_second": round(seen / max(self.seconds, 1e-9), 1),
                 "resumed_from_epoch": self.resumed_from_epoch, **machine_description(), "precision": self.precision}
 
@@ -508,6 +516,7 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
         verbose = 2 if batch_run() else 1
     precision = resolve_precision(config.precision)
     faces = x_train.ndim == 3  # faces are augmented and cropped; feature rows are not
+    keras.utils.set_random_seed(config.seed)  # the same seed on the same machine: the same weights
 
     def scope():  # a fresh context each time: strategy scopes cannot be re-entered
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -534,7 +543,7 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
         if epochs_run >= config.epochs:
             reason = "completed"
         elif timer.budget_hit:
-            reason = f"time budget ({config.time_budget_s:.0f} s)"
+            reason = f"{CAPPED} ({config.time_budget_s:.0f} s)"
         else:
             reason = f"early stopping (patience {config.patience})"
         finished.write_text(reason)
@@ -576,7 +585,7 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
                        config: TrainConfig, sampling: str = "none", train_data=None,
                        extra_params: dict | None = None, strategy=None, tta_flip: bool = False,
                        derived_from=None, derived_how: str = "", report_flip_tta: bool = False,
-                       needs_model: bool = True) -> RunRecord:
+                       needs_model: bool = True, seeded_id: bool = True) -> RunRecord:
     """Train (or load) one model on ``dataset`` and file it in ``store`` as
     ``store.run_id(model_name, sampling)``: its Keras model and its metrics file.
 
@@ -593,12 +602,15 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
     ``derived_from`` is the dataset ``dataset`` was derived from (e.g. MTCNN-aligned faces of it):
     the metrics file keeps its fingerprint and records the derived one, with ``derived_how``,
     under ``dataset.derived``.
+
+    A seed other than 42 is part of the run's name (``RunStore.run_id``), so the seeds of one recipe
+    are separate runs; ``seeded_id=False`` leaves it out (a run whose model name already says it).
     """
     ds = dataset
     described = (derived_from or dataset).describe()
     if derived_from is not None:
         described["derived"] = {"fingerprint": ds.fingerprint, "how": derived_how}
-    run_id = store.run_id(model_name, sampling)
+    run_id = store.run_id(model_name, sampling, seed=config.seed if seeded_id else None)
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
                                     **({"report_flip_tta": True} if report_flip_tta else {})}))
