@@ -29,7 +29,9 @@ def test_recipe_per_profile():
     assert cpu.schedule == "cosine" and cpu.augment == "standard" and cpu.label_smoothing == pytest.approx(0.1)
     assert champion.champion_config(config.get_profile("cpu"), schedule="cosine_budget").schedule == "cosine_budget"
     assert cpu.patience is None  # the cosine schedule needs its last epochs
-    assert cpu.time_budget_s is not None and cpu.time_budget_s <= 2 * 3600
+    # the budget is the epochs; the cap only guards against a machine far slower than any measured
+    # (336-780 faces/s for 28,709 Training faces): it must not stop the recipe on those
+    assert cpu.time_budget_s is not None and cpu.time_budget_s >= cpu.epochs * 28_709 / 336
     assert cpu.crop == champion.CROP and cpu.precision == "auto" and cpu.tta == "flip"
     assert cpu.batch_size == 256 and cpu.learning_rate == pytest.approx(2e-3)  # 1e-3 at batch 128, scaled
     assert smoke.epochs == 1 and champion.champion_config(config.get_profile("cpu"), epochs=3).epochs == 3

@@ -51,6 +51,15 @@ def test_existing_reuses_only_the_same_data_and_settings(tmp_path, small_model, 
     assert store.existing("03_x", {"lr": 1}, {"fingerprint": "f2", "derived": {"fingerprint": "d1"}}) is None
     assert store.existing("03_x", {"lr": 1}, {"fingerprint": "f1"}) is None  # not the derived data
     assert RunStore(store.metrics_dir, store.models_dir, force=True).existing("03_x", {"lr": 1}, same) is None
+    # a time cap guards a run without defining it: another cap is the same run
+    assert store.existing("03_x", {"lr": 1, "time_budget_s": 60}, same)["run"] == "03_x"
+
+
+def test_a_seed_other_than_42_is_part_of_the_run_name():
+    store = RunStore("m", "m", notebook="12_champion", profile="cpu")
+    assert store.run_id("champion_cnn", "none") == store.run_id("champion_cnn", "none", seed=42) == \
+        "12_champion_cnn_none_cpu"  # the release's run keeps its name
+    assert store.run_id("champion_cnn", "none", seed=43) == "12_champion_cnn_none_seed43_cpu"
 
 
 def test_finish_writes_the_record_and_drops_the_resumable_state(tmp_path, capsys):

@@ -65,10 +65,11 @@ def test_fit_resumes_after_an_interruption(faces, tmp_path):
 
 def test_time_budget_and_early_stopping(faces, tmp_path):
     budget = fit(tiny_cnn, *faces, TrainConfig(epochs=5, batch_size=64, time_budget_s=1e-3), tmp_path / "a", verbose=0)
-    assert budget.epochs == 1 and budget.stopped.startswith("time budget")
+    assert budget.epochs == 1 and budget.stopped.startswith("time budget") and budget.capped
+    assert budget.summary(len(faces[1]))["capped"] is True
     never_improves = TrainConfig(epochs=20, batch_size=64, learning_rate=0.0, patience=2)
     early = fit(tiny_cnn, *faces, never_improves, tmp_path / "b", verbose=0)
-    assert early.epochs == 3 and early.stopped.startswith("early stopping")
+    assert early.epochs == 3 and early.stopped.startswith("early stopping") and not early.capped
 
 
 def test_class_weights_and_label_smoothing_run(faces, tmp_path):
@@ -390,3 +391,41 @@ def test_cosine_budget_ends_on_the_floor_when_the_time_budget_runs_out(faces, tm
 def test_unknown_schedule_is_refused_by_name():
     with pytest.raises(ValueError, match="schedule='linear'.*cosine_budget"):
         TrainConfig(epochs=1, patience=None, schedule="linear")
+
+
+DETERMINISM = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()  # process-wide: why this runs in its own process
+    from fer_utils import models
+    from fer_utils.runs import RunStore
+    from fer_utils.synthetic import make_synthetic_fer
+    from fer_utils.train import TrainConfig, train_and_evaluate
+
+    ds = make_synthetic_fer(300, seed=0)
+    out = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        store = RunStore(f"{sys.argv[1]}/{name}/metrics", f"{sys.argv[1]}/{name}/models", "03_det", "smoke")
+        cfg = TrainConfig(epochs=2, batch_size=32, patience=None, augment="standard", crop=40, seed=seed,
+                          schedule="cosine", optimizer="adamw")
+        record = train_and_evaluate(store, ds, "cnn_small", lambda **kw: models.build("cnn_small", **kw), cfg)
+        weights = tf.keras.models.load_model(record.model_path).get_weights()
+        out[name] = {"run": record.run_id, "metrics": record["metrics"], "history": record.history,
+                     "checksum": float(sum(np.abs(w).sum() for w in weights)),
+                     "weights": [w.tolist() for w in weights[:2]]}
+    print(json.dumps(out))
+""")
+
+
+def test_the_same_seed_on_the_same_machine_gives_the_same_weights_and_metrics(tmp_path):
+    done = subprocess.run([sys.executable, "-c", DETERMINISM, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert a["run"] == b["run"] == "03_cnn_small_none_seed7_smoke" and c["run"].endswith("_seed8_smoke")
+    assert a["weights"] == b["weights"] and a["checksum"] == b["checksum"]
+    assert a["metrics"] == b["metrics"] and a["history"]["loss"] == b["history"]["loss"]
+    assert len(a["metrics"]["PrivateTest"]["predicted"]) == a["metrics"]["PrivateTest"]["n"]
+    assert c["checksum"] != a["checksum"]  # another seed is another draw
