@@ -92,12 +92,27 @@ def write_ensemble_record(store: RunStore, dataset, name: str, members: Sequence
               "weights": "equal" if weights is None else [float(w) for w in weights],
               "member_model_files": [r.get("model_file") for r in members]}
     seconds = float(sum(r["train"]["seconds"] for r in members))
-    train = {"epochs": None, "seconds": round(seconds, 1), "stopped": "members trained separately",
+    train = {"epochs": int(sum(r["train"]["epochs"] or 0 for r in members)), "seconds": round(seconds, 1),
+             "stopped": "members trained separately", **members_machine(members),
              "members": {r["run"]: {"epochs": r["train"]["epochs"], "seconds": r["train"]["seconds"]} for r in members}}
     record = metrics_record(run_id, store.notebook, "ensemble", sampling or "+".join(r["sampling"] for r in members),
                             store.profile, params, dataset.describe(), train, metrics, weights="none",
                             n_params=int(sum(r.get("n_params") or 0 for r in members)))
     return store.save(record)
+
+
+#: The fields of a record's ``train`` entry that say where it ran.
+MACHINE_FIELDS = ("backend", "device", "cpu", "precision")
+
+
+def members_machine(members: Sequence[dict]) -> dict:
+    """Where an ensemble's members trained: each of ``MACHINE_FIELDS`` as the members' common value,
+    or their distinct values joined by " | " (``unknown`` where a member's record does not say)."""
+    out = {}
+    for key in MACHINE_FIELDS:
+        values = list(dict.fromkeys(str(r["train"].get(key) or "unknown") for r in members))
+        out[key] = " | ".join(values)
+    return out
 
 
 def ensemble_gain(per_class: pd.DataFrame, ensemble: str) -> pd.DataFrame:

@@ -40,13 +40,16 @@ def test_ensemble_gain_names_the_best_member_per_class():
 def test_ensemble_record(tmp_path):
     run = start("06_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
     record = {"run": "06_vgg_member_smoke", "sampling": "ros", "n_params": 10, "model_file": "models/member.keras",
-              "train": {"epochs": 3, "seconds": 12.3}}
-    members = [record, dict(record, run="other", sampling="x", n_params=5)]
+              "train": {"epochs": 3, "seconds": 12.3, "backend": "tensorflow", "cpu": "A", "precision": "float32"}}
+    members = [record, dict(record, run="other", sampling="x", n_params=5,
+                            train=dict(record["train"], cpu="B"))]
     proba = {split: np.full(((run.dataset.usage == split).sum(), 7), 1 / 7) for split in (VAL, TEST)}
     pair = ensemble.write_ensemble_record(run.store, run.dataset, "pair", members, proba, weights=[1, 1])
     assert pair["model"] == "ensemble" and pair["run"] == "06_ensemble_pair_smoke"
     assert pair["params"]["members"] == [record["run"], "other"]
     assert pair["train"]["seconds"] == pytest.approx(2 * record["train"]["seconds"], abs=0.2)
+    assert pair["train"]["epochs"] == 6  # the members' epochs added up
+    assert (pair["train"]["backend"], pair["train"]["cpu"], pair["train"]["device"]) == ("tensorflow", "A | B", "unknown")
     assert (run.metrics_dir / "06_ensemble_pair_smoke.json").exists()
 
 

@@ -124,3 +124,15 @@ def test_a_notebook_run_hands_its_reuse_rule_to_its_store(tmp_path):
     run = start("03_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False, reuse_metrics=True)
     assert run.store.metrics_suffice and not start("03_test", "smoke", "synthetic", str(tmp_path / "r2"), seed=0,
                                                    verbose=False).store.metrics_suffice
+
+
+def test_every_committed_record_says_where_it_ran():
+    """The ledger: each metrics file in reports/ names its backend, device, CPU, precision and epochs."""
+    from fer_utils.config import REPORTS_DIR
+
+    store = RunStore(REPORTS_DIR / "metrics", REPORTS_DIR.parent / "models")
+    records = store.records()
+    assert records, "no committed metrics files"
+    for r in records:
+        missing = [k for k in ("backend", "device", "cpu", "precision", "epochs") if r["train"].get(k) in (None, "")]
+        assert not missing, f"{r.run_id}: train lacks {missing}"
