@@ -3,7 +3,7 @@
 (``<models_dir>/<run>.work/``).
 
 A run is a :class:`RunRecord`: its metrics file's JSON (the contract of ``DESIGN.md``) with named
-accessors for what notebooks read from it (``record.score("accuracy")``, ``record.label``, ...).
+accessors for what notebooks read from it (``record.score("accuracy", TEST)``, ``record.label``, ...).
 Every training function asks the store first (:meth:`RunStore.existing`: the same run, dataset and
 settings were trained before, so they are loaded instead) and hands it the finished run
 (:meth:`RunStore.finish`); every notebook that picks a model from earlier ones asks it too
@@ -40,9 +40,9 @@ class RunRecord(dict):
 
         return describe_run(self)
 
-    def score(self, key: str = "accuracy", split: str = TEST) -> float:
-        """A headline metric of ``split`` in percent (``accuracy``, ``balanced_accuracy``,
-        ``macro_f1``, ``top2``, ...)."""
+    def score(self, key: str, split: str) -> float:
+        """A headline metric (``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``top2``, ...) of
+        ``split`` in percent. The split is always named: PublicTest chooses, PrivateTest reports."""
         return 100 * self["metrics"][split][key]
 
     def per_class(self, key: str = "recall", split: str = TEST) -> pd.Series:

@@ -100,8 +100,10 @@ def test_run_record_reads_the_metrics_file_by_name():
     raw["metrics"]["PrivateTest"].update(per_class=per_class, balanced_accuracy=0.5, confusion=np.eye(7).tolist())
     run = RunRecord(raw)
     assert run == raw and json.loads(json.dumps(run)) == raw  # still the file's JSON
-    assert run.score() == pytest.approx(39.0) and run.score("accuracy", "PublicTest") == pytest.approx(61.0)
-    assert run.score("balanced_accuracy") == 50.0
+    assert run.score("accuracy", "PrivateTest") == pytest.approx(39.0) and run.score("accuracy", "PublicTest") == pytest.approx(61.0)
+    assert run.score("balanced_accuracy", "PrivateTest") == 50.0
+    with pytest.raises(TypeError):
+        run.score("accuracy")  # the split is always named
     assert run.per_class("recall")["fear"] == pytest.approx(0.2) and list(run.per_class().index) == list(CLASS_NAMES)
     assert run.per_class_table().loc["disgust", "support"] == 10 and run.confusion().shape == (7, 7)
     assert run.label == "small CNN, SMOTE" and run.epochs == 1 and run.minutes == 1.0
