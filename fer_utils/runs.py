@@ -77,6 +77,8 @@ class RunRecord(dict):
         return model_path(self)
 
 
+#: The folder (inside the metrics folder) of records that a later training of the same run replaced.
+SUPERSEDED = "superseded"
 #: The seed whose runs keep the names they had before seeds were part of a run's name.
 DEFAULT_SEED = 42
 #: Settings that guard a run without defining it: a time cap is a safety net (a run it stops is
@@ -168,9 +170,23 @@ class RunStore:
         return RunRecord(record)
 
     def save(self, record: dict) -> RunRecord:
-        """Write a run's metrics file (atomically); the record as a :class:`RunRecord`."""
+        """Write a run's metrics file (atomically); the record as a :class:`RunRecord`. A record
+        it replaces that trained or scored differently (a retrain of the same run) is kept in
+        ``superseded/`` (:meth:`superseded`): every run that reached evaluation stays in the ledger."""
+        earlier = self.record(record["run"])
+        if earlier is not None and any(earlier.get(k) != record.get(k) for k in ("train", "metrics")):
+            stamp = str(earlier.get("created", "undated")).replace(":", "-")
+            write_metrics({**earlier, "run": f"{earlier['run']}@{stamp}", "superseded_by": record.get("created")},
+                          Path(self.metrics_dir) / SUPERSEDED)
         write_metrics(record, self.metrics_dir)
         return RunRecord(record)
+
+    def superseded(self, run_id: str | None = None) -> list[RunRecord]:
+        """The records that later trainings of the same run replaced (of ``run_id``, or all), oldest first."""
+        folder = Path(self.metrics_dir) / SUPERSEDED
+        records = [RunRecord(r) for r in read_metrics(folder)] if folder.exists() else []
+        return sorted((r for r in records if run_id is None or r.run_id.split("@")[0] == run_id),
+                      key=lambda r: r.get("created", ""))
 
     def finish(self, record: dict, workdir: str | Path, summary: str | None = None) -> RunRecord:
         """Save a trained run's record, remove its resumable state and print one line: ``summary``,

@@ -138,3 +138,27 @@ def test_every_committed_record_says_where_it_ran():
     for r in records:
         missing = [k for k in ("backend", "device", "cpu", "precision", "epochs") if r["train"].get(k) in (None, "")]
         assert not missing, f"{r.run_id}: train lacks {missing}"
+
+
+def test_a_retrain_keeps_the_record_it_replaces(tmp_path):
+    store = RunStore(tmp_path / "metrics", tmp_path / "models")
+    first = record("12_c", 0.60, "f1", "m.keras", created="2026-12-01T12:00:00+00:00")
+    store.save(first)
+    store.save(dict(first, created="2026-12-01T13:00:00+00:00"))  # re-saved, same training and scores
+    assert store.superseded() == []
+    second = dict(record("12_c", 0.62, "f1", "m.keras"), created="2026-12-02T04:00:00+00:00")
+    store.save(second)
+    assert store.record("12_c")["created"] == second["created"]
+    (old,) = store.superseded("12_c")
+    assert old.run_id == "12_c@2026-12-01T13-00-00+00-00" and old["superseded_by"] == second["created"]
+    assert old.score("accuracy", "PublicTest") == pytest.approx(60.0)
+    assert [r.run_id for r in store.records()] == ["12_c"]  # tables read only the current records
+
+
+def test_the_first_training_of_the_release_is_in_the_ledger():
+    from fer_utils.config import REPORTS_DIR
+
+    store = RunStore(REPORTS_DIR / "metrics", REPORTS_DIR.parent / "models")
+    (first,) = store.superseded("12_champion_cnn_none_cpu")
+    current = store.record("12_champion_cnn_none_cpu")
+    assert first["params"] == current["params"] and first["train"]["cpu"] != current["train"]["cpu"]
