@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from .config import IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, import_keras
-from .evaluate import evaluate_splits, metrics_record, model_path, split_metrics
-from .export import RELEASED_MODEL, OnnxClassifier, load_weights_from_onnx, source_run
+from .evaluate import accuracy_interval, evaluate_splits, metrics_record, model_path, split_metrics
+from .export import (RELEASED_MODEL, OnnxClassifier, benchmark, export_onnx, load_keras_model, load_weights_from_onnx,
+                     quantize_int8, source_run)
 from .models import PriorCorrection, build, multiply_adds
 from .runs import RunRecord, RunStore
 from .train import (TTA_KINDS, FaceBatches, TrainConfig, compiled_training_model, display_path, inference_model,
@@ -78,19 +79,74 @@ def train_champion(store: RunStore, dataset, config: TrainConfig, release: str |
     """Train (or load, when its results exist) the champion with ``config`` (``champion_config``)
     on ``dataset``'s Training split, select the epoch on PublicTest, and file it in ``store`` (the
     model as configured: centre crop and the config's test-time augmentation inside it). When
-    the metrics file exists without its Keras model (a fresh clone ships only the ONNX release),
-    the model is first rebuilt from ``release`` (:func:`rebuild_from_release`)."""
-    rebuild_from_release(store, dataset, store.run_id(MODEL_NAME, "none", seed=config.seed), config, release)
+    the metrics file exists without its Keras model (a fresh clone ships ONNX files, not Keras
+    models), the model is first rebuilt from the run's seed file or from ``release``
+    (:func:`rebuild_from_onnx`)."""
+    run_id = store.run_id(MODEL_NAME, "none", seed=config.seed)
+    rebuild_from_onnx(store, dataset, run_id, config, seed_file(store, run_id)) or \
+        rebuild_from_release(store, dataset, run_id, config, release)
     return train_and_evaluate(store, dataset, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config)
+
+
+def seed_file(store: RunStore, run_id: str) -> Path:
+    """Where a finished seed of the champion recipe keeps its network (``models/seeds/<run>.onnx``:
+    fp32, the run's views inside, no prior correction), committed for a fresh clone and for the
+    teacher of a distilled model."""
+    return Path(store.models_dir) / "seeds" / f"{run_id}.onnx"
 
 
 def train_seeds(store: RunStore, dataset, profile: Profile, seeds: list[int], schedule: str = "cosine",
                 release: str | Path = RELEASED_MODEL) -> list[RunRecord]:
     """Train (or load) the champion recipe once per seed (``train_champion``): seed 42 is the run
     the release comes from; every other seed is a run of its own (``12_champion_cnn_none_seed43_cpu``),
-    resumable from its ``.work`` folder like any run."""
-    return [train_champion(store, dataset, champion_config(profile, seed, schedule=schedule), release)
-            for seed in seeds]
+    resumable from its ``.work`` folder like any run. Each finished, uncapped seed is exported to
+    its ``seed_file`` once."""
+    records = []
+    for seed in seeds:
+        record = train_champion(store, dataset, champion_config(profile, seed, schedule=schedule), release)
+        target = seed_file(store, record.run_id)
+        if not record["train"].get("capped") and not target.exists() and record.model_path.exists():
+            export_onnx(load_keras_model(record), target)
+        records.append(record)
+    return records
+
+
+def seed_table(records: list[RunRecord], splits: tuple[str, ...] = (VAL, TEST)) -> pd.DataFrame:
+    """One row per seed of a recipe (accuracy with its 95% Wilson interval, balanced accuracy, on
+    each of ``splits``; epochs, minutes, faces/s and machine), then the mean and standard deviation
+    over the finished seeds. A run the time cap stopped is shown, marked, and left out of both."""
+    rows = {}
+    for r in records:
+        row = {}
+        for split in splits:
+            m = r["metrics"][split]
+            low, high = accuracy_interval(round(m["accuracy"] * m["n"]), m["n"])
+            row |= {f"{split} accuracy %": 100 * m["accuracy"], f"{split} 95% interval": f"{low:.1f}-{high:.1f}",
+                    f"{split} balanced %": 100 * m["balanced_accuracy"]}
+        t = r["train"]
+        rows[f"seed {r['params']['seed']}"] = row | {
+            "epochs": t["epochs"], "minutes": round(t["seconds"] / 60, 1), "faces/s": t["images_per_second"],
+            "machine": f"{t.get('cpu', 'unknown')}, {t.get('precision', 'unknown')}",
+            "counted": not t.get("capped") and t.get("stopped") == "completed"}
+    table = pd.DataFrame(rows).T
+    counted = table[table["counted"].astype(bool)]
+    numeric = [c for c in table.columns if c.endswith("%")]
+    summary = pd.DataFrame({f"mean over {len(counted)} seeds": counted[numeric].astype(float).mean(),
+                            "standard deviation": counted[numeric].astype(float).std(ddof=1)}).T
+    return pd.concat([table, summary]).round(2)
+
+
+def rebuild_from_onnx(store: RunStore, dataset, run_id: str, config: TrainConfig, onnx_path: str | Path,
+                      parity_faces: int = 512, tolerance: float = 1e-4) -> Path | None:
+    """Rebuild ``run_id``'s missing Keras model from its own exported network ``onnx_path`` (a
+    ``seed_file``: the run's views inside, nothing after them). Saved only if it reproduces the
+    file's probabilities on PublicTest faces within ``tolerance``; the path, or None when there is
+    nothing to rebuild (or it does not match)."""
+    if store.model_path(run_id).exists() or store.record(run_id) is None or not Path(onnx_path).exists():
+        return None
+    net = load_weights_from_onnx(build(MODEL_NAME, image_size=config.crop or IMAGE_SIZE), onnx_path)
+    model = inference_model(net, config.crop, config.tta)
+    return _save_if_it_matches(store, dataset, run_id, model, model, onnx_path, parity_faces, tolerance)
 
 
 def rebuild_from_release(store: RunStore, dataset, run_id: str, config: TrainConfig, release: str | Path,
@@ -101,23 +157,31 @@ def rebuild_from_release(store: RunStore, dataset, run_id: str, config: TrainCon
     crop and test-time views. Saved only if, behind the release's views and prior correction, it
     reproduces the ONNX file's probabilities on PublicTest faces within ``tolerance``. The path
     of the rebuilt model, or None when there is nothing to rebuild (or it does not match)."""
-    target, released_run = store.model_path(run_id), source_run(release)
+    released_run = source_run(release)
     released = store.record(released_run) if released_run else None
-    if target.exists() or store.record(run_id) is None or released is None or released.get("derived_from") != run_id:
+    if store.model_path(run_id).exists() or store.record(run_id) is None or released is None or \
+            released.get("derived_from") != run_id:
         return None
     net = load_weights_from_onnx(build(MODEL_NAME, image_size=config.crop or IMAGE_SIZE), release)
     model = inference_model(net, config.crop, config.tta)
     shipped = inference_model(net, config.crop, released["params"].get("tta", config.tta))
     corrected = with_prior_correction(shipped, dataset.split(TRAIN)[1], released["params"].get("prior_correction_tau", 0.0))
+    return _save_if_it_matches(store, dataset, run_id, model, corrected, release, parity_faces, tolerance)
+
+
+def _save_if_it_matches(store: RunStore, dataset, run_id: str, model: keras.Model, as_exported: keras.Model,
+                        onnx_path: str | Path, parity_faces: int, tolerance: float) -> Path | None:
+    """Save ``model`` as ``run_id``'s Keras model if ``as_exported`` (the model as the ONNX file
+    computes it) reproduces ``onnx_path``'s probabilities on PublicTest faces within ``tolerance``."""
     faces = dataset.split(VAL)[0][:parity_faces]
-    diff = float(np.abs(predict_proba(corrected, faces) - OnnxClassifier(release).predict(faces)).max())
+    diff = float(np.abs(predict_proba(as_exported, faces) - OnnxClassifier(onnx_path).predict(faces)).max())
     if diff > tolerance:
-        print(f"{run_id}: {release} is not this run's network behind crop {config.crop} and views "
-              f"{config.tta!r} (max |diff| {diff:.1e}); not rebuilt")
+        print(f"{run_id}: {display_path(Path(onnx_path))} is not this run's network behind its crop and views "
+              f"(max |diff| {diff:.1e}); not rebuilt")
         return None
-    print(f"{run_id}: Keras model rebuilt from {display_path(Path(release))}, the release exported from it "
+    print(f"{run_id}: Keras model rebuilt from {display_path(Path(onnx_path))}, exported from it "
           f"(max |diff| {diff:.1e} against it on {len(faces)} PublicTest faces)")
-    return save_model(model, target)
+    return save_model(model, store.model_path(run_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +306,6 @@ def tta_latency(model: keras.Model, crop: int | None, faces: np.ndarray, out_dir
     """ONNX Runtime milliseconds per face at batch 1 of the trained network with each test-time
     view set inside the graph (what the views would cost the released file): one row per view set,
     a column for fp32 and, given Training ``calibration_faces``, one for its static int8 version."""
-    from .export import OnnxClassifier, benchmark, export_onnx, quantize_int8  # deployment code, only here
-
     net, out_dir = network_of(model), Path(out_dir)
     files = {}
     for kind in kinds:

@@ -179,3 +179,31 @@ def test_ablations_train_each_row_and_are_read_back_without_their_models(tmp_pat
     again = champion.train_ablations(run.store, run.dataset, run.profile, rows)
     assert {r["run"]: r["created"] for r in run.store.records()} == {k: r["created"] for k, r in runs.items()}
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_seeds_are_runs_of_their_own_kept_as_onnx_and_rebuilt_on_a_fresh_clone(tmp_path, capsys):
+    run = start("12_test", "smoke", "synthetic", str(tmp_path / "reports"), seed=0, verbose=False)
+    first = champion.train_seeds(run.store, run.dataset, run.profile, [42, 7], release=tmp_path / "none.onnx")
+    assert [r.run_id for r in first] == ["12_champion_cnn_none_smoke", "12_champion_cnn_none_seed7_smoke"]
+    assert [r["params"]["seed"] for r in first] == [42, 7]
+    files = [champion.seed_file(run.store, r.run_id) for r in first]
+    assert all(f.exists() for f in files)
+    x = run.dataset.split("PublicTest")[0]
+    np.testing.assert_allclose(export.OnnxClassifier(files[1]).predict(x),
+                               train.predict_proba(export.load_keras_model(first[1]), x), atol=1e-4)
+    for r in first:
+        r.model_path.unlink()  # a fresh clone: metrics files and the seeds' ONNX files
+    again = champion.train_seeds(run.store, run.dataset, run.profile, [42, 7], release=tmp_path / "none.onnx")
+    assert [r["train"] for r in again] == [r["train"] for r in first]  # rebuilt and loaded, not retrained
+    assert capsys.readouterr().out.count("Keras model rebuilt from") == 2
+    table = champion.seed_table(again)
+    assert list(table.index) == ["seed 42", "seed 7", "mean over 2 seeds", "standard deviation"]
+    public = [100 * r["metrics"]["PublicTest"]["accuracy"] for r in again]
+    assert table.loc["mean over 2 seeds", "PublicTest accuracy %"] == pytest.approx(np.mean(public), abs=0.01)
+    assert table.loc["standard deviation", "PublicTest accuracy %"] == pytest.approx(np.std(public, ddof=1), abs=0.01)
+    low, high = map(float, table.loc["seed 7", "PrivateTest 95% interval"].split("-"))
+    assert low < table.loc["seed 7", "PrivateTest accuracy %"] < high
+    capped = {**again[1], "params": {**again[1]["params"], "seed": 8},
+              "train": {**again[1]["train"], "capped": True, "stopped": "time budget (60 s)"}}
+    with_capped = champion.seed_table([*again, runs.RunRecord(capped)])
+    assert "mean over 2 seeds" in with_capped.index and not with_capped.loc["seed 8", "counted"]
