@@ -3,7 +3,22 @@
     from fer_utils import ExpressionRecognizer
     faces = ExpressionRecognizer().predict("photo.jpg")   # box, label, probabilities, detector score
 
-One module per pipeline stage:
+The recognizer (the base install, ``pip install fer_utils``: numpy, OpenCV, ONNX Runtime, Pillow,
+pandas, tqdm; it imports nothing of the lab below, and needs no TensorFlow, Keras or scikit-learn):
+
+- ``model_file``: which ONNX file runs, its model card, ``OnnxClassifier`` (ONNX Runtime);
+- ``media``: photos, videos, cameras and folders in, annotated videos out;
+- ``detection``: face detectors (Haar; MTCNN with the ``mtcnn`` extra) and tracking;
+- ``recognizer``: crop to 48x48 gray, classify, draw; the frame loop with FPS and latency;
+- ``api``: ``ExpressionRecognizer`` (photos, batches, videos to a table) and ``plot_timeline``;
+- ``cli``: ``python -m fer_utils.cli predict|run|make-clip`` (``fer-predict``);
+- ``saliency``: occlusion maps and LIME from a model's outputs alone;
+- ``samples``: the sample photo and the test clip made from it (scikit-image);
+- ``app``: the Streamlit browser app (``make app``; the ``app`` extra);
+- ``extras``: the one-line message naming the extra that a missing optional package comes with.
+
+``config``, ``files`` and ``progress`` are shared. The lab, one module per pipeline stage (the
+``train`` and ``notebooks`` extras):
 
 - ``config``: class names, splits, paths, profiles, seeding;
 - ``data``: loading both FER2013 layouts, cache, fingerprint, duplicate audit;
@@ -20,11 +35,8 @@ One module per pipeline stage:
 - ``evaluate``: metrics, metrics files, the summary table;
 - ``align``: MTCNN face alignment (rotate the eye line level, crop, resize), cached per dataset;
 - ``explain``: LIME and Grad-CAM for any Keras model of the project;
-- ``export``: Keras to ONNX, parity, simplification, int8 quantization, latency benchmark, release;
-- ``realtime``: the webcam/video pipeline (detect, track, crop, classify, draw; FPS and latency);
-- ``api``: ``ExpressionRecognizer`` (photos, batches, videos to a table) and ``plot_timeline``;
-- ``cli``: ``python -m fer_utils.cli predict|run`` (``fer-predict``);
-- ``app``: the Streamlit browser app (``make app``);
+- ``export``: Keras to ONNX, parity, simplification, int8 quantization, latency benchmark, release (notebook 09);
+- ``webcam``: notebook 10's study of the recognizer (frame rate by detector, the ``fer`` package, inline display);
 - ``plots``: figures;
 - ``notebook``: the set-up every notebook shares;
 - ``pipeline``: runs the notebooks with papermill (``make all``);
@@ -40,7 +52,7 @@ __all__ = ["ExpressionRecognizer", "plot_timeline"]
 
 def __getattr__(name: str):
     """``ExpressionRecognizer`` and ``plot_timeline`` from :mod:`fer_utils.api`, imported on
-    first use (so that ``import fer_utils.data`` does not load OpenCV)."""
+    first use (so that ``import fer_utils.data`` does not load OpenCV and ONNX Runtime)."""
     if name in __all__:
         from . import api
 

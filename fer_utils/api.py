@@ -8,16 +8,18 @@
     table = recognizer.analyze_video("clip.mp4", seconds=10)  # pandas: one row per frame and face
     plot_timeline(table)
 
-It is a thin layer over :mod:`fer_utils.realtime` (detect, crop to 48x48 gray, classify with
-ONNX Runtime), and the command line (``fer_utils.cli``) and the browser app (``fer_utils.app``)
-run through it, so all three give the same answer for the same image. The released model
-ships inside the package (``fer_utils/released/``), so ``pip install .`` is enough: nothing is
-downloaded at run time.
+It is a thin layer over the recognizer (:mod:`fer_utils.detection` finds the faces,
+:mod:`fer_utils.recognizer` crops them to 48x48 gray and classifies them with the ONNX model of
+:mod:`fer_utils.model_file`, :mod:`fer_utils.media` reads and writes images and videos), and the
+command line (``fer_utils.cli``) and the browser app (``fer_utils.app``) run through it, so all
+three give the same answer for the same image. The released model ships inside the package
+(``fer_utils/released/``), so ``pip install .`` is enough: nothing is downloaded at run time,
+and nothing of the lab (TensorFlow, Keras, scikit-learn) is needed.
 
-Photos are read with :func:`realtime.decode_photo` (EXIF orientation applied; at most 50
+Photos are read with :func:`media.decode_photo` (EXIF orientation applied; at most 50
 megapixels; at least 24 pixels a side). An image of at most 64 pixels a side is taken as one face
-crop, like a FER2013 image. Problems raise :class:`realtime.SourceError` (a bad image or video)
-or :class:`export.ModelFileError` (a bad model), each naming the file.
+crop, like a FER2013 image. Problems raise :class:`media.SourceError` (a bad image or video)
+or :class:`model_file.ModelFileError` (a bad model), each naming the file.
 """
 
 from __future__ import annotations
@@ -31,58 +33,42 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import realtime
 from .config import CLASS_NAMES
+from .detection import Face, make_detector
+from .extras import require
+from .media import IMAGE_SUFFIXES, SourceError, decode_photo, image_files, read_image, to_bgr_frame
+from .model_file import OnnxClassifier, find_model, released_model
 from .progress import tqdm
-from .realtime import NO_FACE, Face, Recognizer, RunResult, SourceError
+from .recognizer import CLASS_COLORS, NO_FACE, Recognizer, RunResult, run_pipeline
 
-#: Where an installed (non-editable) package keeps the released model (see pyproject.toml:
-#: ``models/`` of the source tree is the package ``fer_utils.released``, holding only the model and its card).
-PACKAGED_MODEL = Path(__file__).resolve().parent / "released" / "fer_champion.onnx"
 #: Detect every N frames in live video by default (tracking in between): MTCNN is too slow for every frame.
 LIVE_DETECT_EVERY = {"haar": 1, "mtcnn": 10}
 BOX_COLUMNS = ["x", "y", "w", "h"]
 
 
-def released_model() -> Path:
-    """The released model: ``models/fer_champion.onnx`` in a source checkout (what notebook 09
-    writes), else the copy installed inside the package. The checkout's path when neither exists."""
-    from .export import RELEASED_MODEL
-
-    return PACKAGED_MODEL if not RELEASED_MODEL.is_file() and PACKAGED_MODEL.is_file() else RELEASED_MODEL
-
-
-def load_classifier(model: str | os.PathLike | None = None, threads: int | None = None):
-    """An :class:`export.OnnxClassifier` for ``model`` (default: :func:`released_model`), with
-    ``threads`` ONNX Runtime threads (None: one per core). :class:`export.ModelFileError` for a
-    missing file (saying how to get one), a Keras file, or a file that is not a FER model."""
-    from .export import HOW_TO_GET_A_MODEL, ModelFileError, OnnxClassifier
-
-    path = Path(model) if model is not None else released_model()
-    if not path.exists():
-        what = "the released model is not in this checkout yet" if model is None else "no such file"
-        raise ModelFileError(f"no model at {path}: {what}; {HOW_TO_GET_A_MODEL}")
-    if path.suffix == ".keras":
-        raise ModelFileError(f"{path}: a Keras model; only ONNX models run here: convert it with "
-                             "fer_utils.export.export_onnx (or notebook 09)")
-    return OnnxClassifier(path, threads=threads)
+def load_classifier(model: str | os.PathLike | None = None, threads: int | None = None) -> OnnxClassifier:
+    """An :class:`model_file.OnnxClassifier` for ``model`` (:func:`model_file.find_model`;
+    default: the released model), with ``threads`` ONNX Runtime threads (None: one per core).
+    :class:`model_file.ModelFileError` for a missing file (saying how to get one), a Keras file,
+    or a file that is not a FER model."""
+    return OnnxClassifier(find_model(model), threads=threads)
 
 
 def to_bgr(image, bgr: bool = False) -> np.ndarray:
-    """An image as a BGR uint8 array: a file path (read with :func:`realtime.read_image`),
+    """An image as a BGR uint8 array: a file path (read with :func:`media.read_image`),
     encoded bytes, a PIL image, or an array ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` in RGB(A)
     order (``bgr=True``: already BGR, as OpenCV reads it)."""
     if isinstance(image, (str, os.PathLike)):
-        return realtime.read_image(image)
+        return read_image(image)
     if isinstance(image, (bytes, bytearray)):
-        return cv2.cvtColor(realtime.decode_photo(bytes(image))[0], cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(decode_photo(bytes(image))[0], cv2.COLOR_RGB2BGR)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         image = np.asarray(image.convert("RGB"))
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     if bgr or image.ndim == 2:
-        return realtime._to_bgr(image)
+        return to_bgr_frame(image)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         return cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGR)
     raise SourceError(f"an image must be (H, W), (H, W, 3) or (H, W, 4) pixels, got shape {image.shape}")
@@ -176,7 +162,7 @@ class ExpressionRecognizer:
 
     ``model``: an ``.onnx`` file (default: the released model, :func:`released_model`) or any
     function uint8 faces ``(N, 48, 48)`` -> probabilities ``(N, 7)`` (e.g. an
-    :class:`export.OnnxClassifier`); ``detector``: ``haar`` (OpenCV's Haar cascade: fast,
+    :class:`model_file.OnnxClassifier`); ``detector``: ``haar`` (OpenCV's Haar cascade: fast,
     frontal faces), ``mtcnn`` (slower, finds turned faces, levels the eyes; loads TensorFlow) or
     a detector object; ``threads``: ONNX Runtime threads (None: one per core); ``margin``: the
     border added around a detected face, a share of its side (0-1); ``min_face``: the smallest
@@ -209,18 +195,18 @@ class ExpressionRecognizer:
         if not isinstance(self.detector, str):
             return self.detector
         options = {"min_face": self.min_face} if use == "still" and self.min_face and self.detector == "haar" else {}
-        return realtime.make_detector(self.detector, use, **options)
+        return make_detector(self.detector, use, **options)
 
     @property
     def still_recognizer(self) -> Recognizer:
-        """The :class:`realtime.Recognizer` that photos go through (made on first use)."""
+        """The :class:`recognizer.Recognizer` that photos go through (made on first use)."""
         if self._still_recognizer is None:
             self._still_recognizer = Recognizer(self.classifier, self._detector("still"), margin=self.margin,
                                                 show_fps=False)
         return self._still_recognizer
 
     def video_recognizer(self, detect_every: int | None = None, tracker: str = "template") -> Recognizer:
-        """A new :class:`realtime.Recognizer` for a stream of frames (its own detector and
+        """A new :class:`recognizer.Recognizer` for a stream of frames (its own detector and
         tracking state): detection every ``detect_every`` frames (default: 1 for Haar, 10 for
         MTCNN), ``tracker`` in between; ``process(frame)`` draws labels and the frame rate."""
         every = detect_every or LIVE_DETECT_EVERY.get(self.detector if isinstance(self.detector, str) else "", 1)
@@ -231,26 +217,30 @@ class ExpressionRecognizer:
     def predict(self, image, whole: bool | None = None, bgr: bool = False) -> list[Face]:
         """The faces in one image, largest first: each has ``box`` (x, y, width, height in
         pixels), ``label``, ``probabilities`` (dict by class), ``proba`` (array ``(7,)``),
-        ``detector_score`` (the detector's confidence, see :class:`realtime.Face`) and ``crop`` (the 48x48
+        ``detector_score`` (the detector's confidence, see :class:`detection.Face`) and ``crop`` (the 48x48
         gray face the model saw). ``image``: a path, encoded bytes, a PIL image or an RGB array
         (``bgr=True`` for OpenCV's order); ``whole=True`` takes the whole image as one face.
         An empty list when no face is found."""
         return self.still_recognizer.faces_in_image(to_bgr(image, bgr), whole)
 
-    def predict_many(self, images: Iterable[str | os.PathLike], whole: bool | None = None, recursive: bool = True,
-                     progress: bool = True) -> list[ImageResult]:
-        """:meth:`predict` on many image files, with a progress bar. A folder stands for the
+    def predict_many(self, images: str | os.PathLike | Iterable[str | os.PathLike], whole: bool | None = None,
+                     recursive: bool = True, progress: bool = True) -> list[ImageResult]:
+        """:meth:`predict` on many image files, with a progress bar. ``images``: paths of image
+        files and folders, or one path (``predict_many("photos/")``: a single ``str`` or
+        ``PathLike`` is one item, never a sequence of characters). A folder stands for the
         images in it (and, with ``recursive``, in its subfolders), sorted by path. An image that
         cannot be read does not stop the batch: its result has ``error`` set. See
         :func:`results_table` for a DataFrame and :func:`batch_summary` for one line."""
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
         paths: list[str | Path] = []
         results: dict[int, ImageResult] = {}  # position -> result, for folders without images
         for item in images:
             if Path(item).is_dir():
-                found = realtime.image_files(item, recursive)
+                found = image_files(item, recursive)
                 if not found:
                     results[len(paths)] = ImageResult(str(item), error=(
-                        f"{item}: a folder without images ({', '.join(sorted(realtime.IMAGE_SUFFIXES))})"))
+                        f"{item}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
                     paths.append(item)
                 paths.extend(found)
             else:
@@ -259,7 +249,7 @@ class ExpressionRecognizer:
             if i in results:
                 continue
             try:
-                image = realtime.read_image(path)
+                image = read_image(path)
                 results[i] = ImageResult(str(path), self.predict(image, whole, bgr=True),
                                          (int(image.shape[1]), int(image.shape[0])))
             except SourceError as exc:
@@ -269,10 +259,10 @@ class ExpressionRecognizer:
     # -- videos --------------------------------------------------------------------------------
 
     def run_video(self, source, detect_every: int | None = None, tracker: str = "template", **options) -> RunResult:
-        """:func:`realtime.run_pipeline` on ``source`` (a video file, a camera index, a folder
+        """:func:`recognizer.run_pipeline` on ``source`` (a video file, a camera index, a folder
         of images or a list of frames) with a fresh :meth:`video_recognizer`; ``options``:
         ``out``, ``show``, ``max_frames``, ``seconds``, ``on_frame``, ``progress``, ... """
-        return realtime.run_pipeline(source, self.video_recognizer(detect_every, tracker), **options)
+        return run_pipeline(source, self.video_recognizer(detect_every, tracker), **options)
 
     def analyze_video(self, source, max_frames: int | None = None, seconds: float | None = None,
                       detect_every: int | None = None, tracker: str = "template", out: str | os.PathLike | None = None,
@@ -281,7 +271,7 @@ class ExpressionRecognizer:
         and face (see :meth:`FrameTable.to_frame`), until the end, ``max_frames`` frames or
         ``seconds`` seconds of video (a camera runs until one of these or Ctrl+C). ``out``: also
         write the annotated video. ``table.attrs`` holds the source, frames, FPS and why it stopped.
-        :class:`realtime.SourceError` if no frame could be read."""
+        :class:`media.SourceError` if no frame could be read."""
         table = FrameTable()
         result = self.run_video(source, detect_every, tracker, out=out, max_frames=max_frames, seconds=seconds,
                                 on_frame=table, annotate=False, progress=progress)
@@ -296,8 +286,9 @@ def plot_timeline(table: pd.DataFrame, face: int = 0, smooth: int = 1, ax=None):
     """The expression timeline of a video: each expression's probability over time for face
     number ``face`` (0: the largest face of each frame), from :meth:`ExpressionRecognizer.analyze_video`'s
     table; ``smooth``: a centred rolling mean over that many frames. Frames without that face
-    leave gaps. Returns the matplotlib Axes."""
-    import matplotlib.pyplot as plt
+    leave gaps. Returns the matplotlib Axes. Needs matplotlib (the ``plot`` extra; without it,
+    ``extras.MissingExtra`` says so in one line)."""
+    plt = require("matplotlib.pyplot", "plot", "the timeline plot")  # optional (`plot` extra): imported here
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.5))
@@ -306,7 +297,7 @@ def plot_timeline(table: pd.DataFrame, face: int = 0, smooth: int = 1, ax=None):
     if smooth > 1:
         shown = shown.rolling(smooth, center=True, min_periods=1).mean().where(shown.notna())
     for k, name in enumerate(CLASS_NAMES):
-        b, g, r = realtime.CLASS_COLORS[k]
+        b, g, r = CLASS_COLORS[k]
         ax.plot(times.to_numpy(), shown[name].to_numpy(), label=name, color=(r / 255, g / 255, b / 255), lw=1.5)
     if len(times) > 1:
         ax.set_xlim(times.iloc[0], times.iloc[-1])

@@ -3,15 +3,18 @@
     make app                         (= streamlit run fer_utils/app.py, then open http://localhost:8501)
 
 The page runs the project's own pipeline on each image through the Python API
-(:class:`api.ExpressionRecognizer`, as the CLI does): :class:`realtime.HaarDetector` (or
-:class:`realtime.MTCNNDetector`) finds the faces, :func:`realtime.crop_face` cuts the 48x48
-gray crops FER2013 is made of, and the released ONNX model (:func:`api.released_model`, run by
-:class:`export.OnnxClassifier`; ``FER_APP_MODEL=path.onnx`` picks another) classifies them. Every
-face is boxed and labelled on the photo and gets a probability bar chart; one chosen face can be
-explained with LIME (from the ONNX model alone) or Grad-CAM (which needs the Keras model the ONNX
-file was exported from, ``models/<run>.keras``; trained models are not committed, so a fresh
-checkout offers LIME only and says why). Without any input the page shows a sample photo
-(``skimage.data.astronaut()``).
+(:class:`api.ExpressionRecognizer`, as the CLI does): :class:`detection.HaarDetector` (or
+:class:`detection.MTCNNDetector`) finds the faces, :func:`recognizer.crop_face` cuts the 48x48
+gray crops FER2013 is made of, and the released ONNX model (:func:`model_file.find_model`, run by
+:class:`model_file.OnnxClassifier`; ``FER_APP_MODEL=path.onnx`` picks another) classifies them.
+Every face is boxed and labelled on the photo and gets a probability bar chart; one chosen face
+can be explained with LIME or an occlusion map (:mod:`fer_utils.saliency`), both asked of the
+ONNX model alone, so the app needs no TensorFlow (only its MTCNN detector loads it). Without any
+input the page shows a sample photo (``skimage.data.astronaut()``).
+
+The app is runtime code: it imports nothing of the lab (training, Keras models, notebooks). Its
+optional dependencies come with the ``app`` extra (``pip install "fer_utils[app]"``: Streamlit,
+streamlit-webrtc and aiortc, scikit-image for the sample photo, lime for LIME).
 
 **Live webcam** (streamlit-webrtc over aiortc): the browser sends the camera's frames to the
 app, which runs :meth:`api.ExpressionRecognizer.video_recognizer` on each (:class:`LiveFeed`)
@@ -21,7 +24,7 @@ ICE server list), so it works offline, with the browser and the app on the same 
 network (``localhost``, or https elsewhere: browsers give the camera to secure pages only).
 
 Bad input never shows a traceback: a file that is not an image or is damaged, an image over
-:data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS` or under ``realtime.MIN_FACE_SIDE`` pixels a side, an
+:data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS` or under ``media.MIN_FACE_SIDE`` pixels a side, an
 image without faces or with more than the chosen number of faces each gets a message naming the
 file (the same rules as the CLI's), and a model file that is not a 7-class probability model a
 message naming the model. Large images are shrunk to
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -50,20 +52,23 @@ if __name__ == "__main__":  # `streamlit run fer_utils/app.py` runs this file as
     if str(_package_dir.parent) not in sys.path:  # (config, data, models, ...) from shadowing
         sys.path.insert(0, str(_package_dir.parent))  # top-level names of other packages
 
-try:  # the live webcam. First, before anything loads TensorFlow (MTCNN, explanations): the libsrtp that
-    import streamlit_webrtc  # aiortc loads crashes the process (segfault) when first imported after TensorFlow.
+try:  # the live webcam (optional, the `app` extra). First, before anything loads TensorFlow (MTCNN): the libsrtp
+    import streamlit_webrtc  # that aiortc loads crashes the process (segfault) when first imported after TensorFlow.
 except ImportError:  # (the page says so when the live webcam is switched on)
     streamlit_webrtc = None
 import cv2
 import numpy as np
-import streamlit as st
 
-from fer_utils import realtime
+from fer_utils import detection, samples, saliency
 from fer_utils.api import ExpressionRecognizer, released_model
-from fer_utils.config import CLASS_NAMES, IMAGE_SIZE, MODELS_DIR
-from fer_utils.export import ModelFileError, OnnxClassifier, source_run
-from fer_utils.realtime import (CLASS_COLORS, MAX_PIXELS, WHOLE_FACE_MAX_SIDE, Face, SourceError, decode_photo,
-                                draw_faces)
+from fer_utils.config import CLASS_NAMES, IMAGE_SIZE
+from fer_utils.detection import Face
+from fer_utils.extras import MissingExtra, install_hint, require
+from fer_utils.media import MAX_PIXELS, SourceError, decode_photo
+from fer_utils.model_file import ModelFileError, OnnxClassifier, find_model, read_model_card
+from fer_utils.recognizer import CLASS_COLORS, WHOLE_FACE_MAX_SIDE, Recognizer, draw_faces
+
+st = require("streamlit", "app", "the browser app")  # the `app` extra: the page itself
 
 MAX_UPLOAD_MB = 20  #: largest accepted file, in MB (the upload widget refuses larger ones itself)
 ANALYSIS_MAX_SIDE = 1600  #: images are shrunk to at most this many pixels per side before detection
@@ -71,7 +76,10 @@ MAX_FACES = 10  #: faces analysed per image by default (the largest ones)
 MAX_FILES = 10  #: images analysed per page run
 MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released one
 SAMPLE_NAME = "sample photo (skimage.data.astronaut)"
-EXPLAIN_METHODS = ("LIME", "Grad-CAM")
+EXPLAIN_METHODS = ("LIME", "Occlusion")
+#: How to get a model when there is none, as the page says it.
+APP_MODEL_HINT = (f"export one with notebook 09 (`make 09`, which writes models/fer_champion.onnx), or set "
+                  f"{MODEL_ENV_VAR} to an .onnx file exported by fer_utils.export.export_onnx")
 #: No STUN/TURN servers: the live webcam works offline, between a browser and the app that reach each other.
 RTC_CONFIGURATION = {"iceServers": []}
 
@@ -81,7 +89,7 @@ class InputError(ValueError):
 
 
 class ExplainUnavailable(RuntimeError):
-    """An explanation method cannot run here (e.g. Grad-CAM without the Keras model); says why."""
+    """An explanation method cannot run here (e.g. LIME without the lime package); says why."""
 
 
 @dataclass
@@ -149,7 +157,7 @@ class Analysis:
 def decode_image(data: bytes, name: str = "image", max_bytes: int = MAX_UPLOAD_MB * 2**20,
                  max_pixels: int = MAX_PIXELS, max_side: int = ANALYSIS_MAX_SIDE) -> Photo:
     """An uploaded file's bytes as a :class:`Photo` (RGB uint8), or :class:`InputError` naming
-    ``name`` and the reason: over ``max_bytes``, or any of :func:`realtime.decode_photo`'s
+    ``name`` and the reason: over ``max_bytes``, or any of :func:`media.decode_photo`'s
     (the CLI's) reasons: empty, not an image, damaged or truncated, over ``max_pixels``
     (checked from the header, before decoding), too small to hold a face.
 
@@ -173,10 +181,8 @@ def decode_image(data: bytes, name: str = "image", max_bytes: int = MAX_UPLOAD_M
 
 def sample_photo() -> Photo:
     """The sample shown before anything is uploaded: ``skimage.data.astronaut()`` (Eileen
-    Collins, NASA, public domain; 512x512), one smiling frontal face."""
-    from skimage import data
-
-    rgb = np.ascontiguousarray(data.astronaut())
+    Collins, NASA, public domain; 512x512), one smiling frontal face (:func:`samples.astronaut`)."""
+    rgb = samples.astronaut()
     return Photo(SAMPLE_NAME, rgb, (rgb.shape[1], rgb.shape[0]))
 
 
@@ -185,28 +191,31 @@ def sample_photo() -> Photo:
 
 
 def model_path() -> Path:
-    """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model."""
+    """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model (the
+    path, whether or not the file is there; :func:`find_app_model` checks)."""
     return Path(os.environ.get(MODEL_ENV_VAR) or released_model())
 
 
+def find_app_model() -> Path:
+    """:func:`model_path`, checked by :func:`model_file.find_model`: :class:`ModelFileError`
+    naming the path and how to get a model when it is missing."""
+    return find_model(os.environ.get(MODEL_ENV_VAR) or None, hint=APP_MODEL_HINT)
+
+
 def make_detector(name: str = "haar", min_face: float = 0.05):
-    """A face detector for still photos (``realtime.DETECTOR_SETTINGS``, as the CLI and the API
+    """A face detector for still photos (``detection.DETECTOR_SETTINGS``, as the CLI and the API
     use): ``haar`` (the Haar cascade on the photo shrunk to 800 pixels wide; ``min_face`` is the
     smallest face as a share of the width) or ``mtcnn`` (slower, loads TensorFlow, finds turned
     faces and levels the eyes)."""
-    return realtime.make_detector(name, "still", **({"min_face": min_face} if name == "haar" else {}))
+    return detection.make_detector(name, "still", **({"min_face": min_face} if name == "haar" else {}))
 
 
 def make_recognizer(classifier=None, detector="haar", margin: float = 0.1) -> ExpressionRecognizer:
     """The :class:`api.ExpressionRecognizer` the page uses. ``classifier`` defaults to an
-    :class:`export.OnnxClassifier` of :func:`model_path` (:class:`export.ModelFileError` if it is
+    :class:`model_file.OnnxClassifier` of :func:`find_app_model` (:class:`ModelFileError` if it is
     missing or not a FER model); ``detector``: a name (see :func:`make_detector`) or a detector."""
     if classifier is None:
-        path = model_path()
-        if not path.is_file():
-            raise ModelFileError(f"no model at {path}: the released model models/fer_champion.onnx is missing from "
-                                 f"this checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
-        classifier = OnnxClassifier(path)
+        classifier = OnnxClassifier(find_app_model())
     detector = make_detector(detector) if isinstance(detector, str) else detector
     return ExpressionRecognizer(classifier, detector, margin=margin)
 
@@ -226,11 +235,12 @@ def analyse(photo: Photo, recognizer: ExpressionRecognizer, max_faces: int = MAX
 
 
 def model_accuracy(path: str | os.PathLike) -> str:
-    """What the model card beside the ONNX file (``<name>.md``) says of its PrivateTest accuracy,
-    e.g. ``64.2% accurate on FER2013's PrivateTest``; ``see its model card`` without one."""
-    card = Path(path).with_suffix(".md")
-    match = re.search(r"PrivateTest accuracy ([\d.]+)%", card.read_text(errors="replace")) if card.is_file() else None
-    return f"{float(match.group(1)):.1f}% accurate on FER2013's PrivateTest" if match else "see its model card"
+    """What the model card beside the ONNX file (``<name>.md``, :func:`model_file.read_model_card`)
+    says of its PrivateTest accuracy, e.g. ``64.2% accurate on FER2013's PrivateTest``; ``see its
+    model card`` without one."""
+    card = read_model_card(path)
+    accuracy = card.private_test_accuracy if card else None
+    return "see its model card" if accuracy is None else f"{100 * accuracy:.1f}% accurate on FER2013's PrivateTest"
 
 
 def summary(analysis: Analysis) -> str:
@@ -254,7 +264,7 @@ def _display_scale(height: int, width: int, max_side: int, min_side: int) -> flo
 
 
 def annotate(analysis: Analysis, max_side: int = 960, min_side: int = 640) -> np.ndarray:
-    """The photo with each face boxed, numbered and labelled (``realtime.draw_faces``; with
+    """The photo with each face boxed, numbered and labelled (``recognizer.draw_faces``; with
     probability bars when there are at most 3 faces), resized so its longest side lies between
     ``min_side`` and ``max_side`` (so the labels stay legible): RGB uint8 ``(H, W, 3)``."""
     rgb = analysis.photo.rgb
@@ -287,80 +297,49 @@ def probability_table(face: FaceResult):
 # Explanations
 
 
-def keras_source(onnx_path: str | os.PathLike, models_dir: str | os.PathLike = MODELS_DIR) -> Path | None:
-    """The Keras model an ONNX file was exported from, if it is here: the run named in the model
-    card beside it (``<name>.md``, "exported from the Keras run `RUN`"), or a ``.keras`` file of
-    the same name, looked up in ``models_dir``; None when neither exists."""
-    onnx_path = Path(onnx_path)
-    run = source_run(onnx_path)
-    candidates = [Path(models_dir) / f"{run}.keras"] if run else []
-    candidates.append(onnx_path.with_suffix(".keras"))
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def _overlay(crop: np.ndarray, heat: np.ndarray, signed: bool, size: int = 192) -> np.ndarray:
-    """A gray face ``(48, 48)`` with a heat map blended over it, enlarged to ``size``: RGB uint8.
-    ``signed``: green for positive, red for negative values (LIME weights); else a 0-1 map in
-    the inferno colour map (Grad-CAM)."""
-    import matplotlib
-
+def _overlay(crop: np.ndarray, heat: np.ndarray, size: int = 192) -> np.ndarray:
+    """A gray face ``(48, 48)`` with a signed heat map blended over it, enlarged to ``size``: RGB
+    uint8; green for positive values (they speak for the class), red for negative ones, each
+    scaled by the map's largest magnitude."""
     gray = np.repeat(np.asarray(crop, np.float32)[..., None] / 255.0, 3, axis=2)
     heat = np.asarray(heat, np.float32)
-    if signed:
-        peak = max(float(np.abs(heat).max()), 1e-9)
-        h = heat / peak
-        colour = np.zeros((*h.shape, 3), np.float32)
-        colour[..., 1] = np.clip(h, 0, 1)  # green: speaks for the class
-        colour[..., 0] = np.clip(-h, 0, 1)  # red: speaks against it
-        alpha = 0.6 * np.abs(h)[..., None]
-    else:
-        colour = matplotlib.colormaps["inferno"](np.clip(heat, 0, 1))[..., :3].astype(np.float32)
-        alpha = 0.55
+    h = heat / max(float(np.abs(heat).max()), 1e-9)
+    colour = np.zeros((*h.shape, 3), np.float32)
+    colour[..., 1] = np.clip(h, 0, 1)  # green: speaks for the class
+    colour[..., 0] = np.clip(-h, 0, 1)  # red: speaks against it
+    alpha = 0.6 * np.abs(h)[..., None]
     blended = np.clip((1 - alpha) * gray + alpha * colour, 0, 1)
-    out = (255 * blended).astype(np.uint8)
-    interpolation = cv2.INTER_NEAREST if signed else cv2.INTER_CUBIC
-    return cv2.resize(out, (size, size), interpolation=interpolation)
+    return cv2.resize((255 * blended).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = None,
-                 keras_path: str | os.PathLike | None = None, num_samples: int = 500, seed: int = 0) -> dict:
-    """Explain one 48x48 face crop: ``method`` ``LIME`` (``explain.lime_explain`` on
-    ``classifier``, any function faces -> probabilities, e.g. the ONNX model) or ``Grad-CAM``
-    (``explain.grad_cam`` on the Keras model at ``keras_path``). ``label``: the class to explain
-    (default: the predicted one).
+def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = None, num_samples: int = 500,
+                 seed: int = 0) -> dict:
+    """Explain one 48x48 face crop for ``classifier`` (any function faces -> probabilities, e.g.
+    the ONNX model): ``method`` ``LIME`` (:func:`saliency.lime_explain`, ``num_samples`` perturbed
+    faces) or ``Occlusion`` (:func:`saliency.occlusion_map`: grey patches, the drop of the class's
+    probability). ``label``: the class to explain (default: the predicted one).
 
     Returns ``{"image": RGB overlay (192, 192, 3), "caption": str, "label": int}``. Raises
-    :class:`ExplainUnavailable` saying why when the method cannot run here (no Keras model for
-    Grad-CAM, TensorFlow or lime not importable).
+    :class:`ExplainUnavailable` saying why when the method cannot run here (LIME without lime or
+    scikit-image installed: the message names the extra to install).
     """
     if method not in EXPLAIN_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {EXPLAIN_METHODS}")
-    if method == "Grad-CAM" and (keras_path is None or not Path(keras_path).is_file()):
-        raise ExplainUnavailable(
-            "Grad-CAM needs the Keras model the ONNX file was exported from (its gradients), and it is not in this "
-            "checkout: trained models are not committed (`make 12` rebuilds the released champion's from its ONNX file "
-            "without training). LIME needs only the ONNX model.")
-    try:
-        from fer_utils import explain
-    except ImportError as exc:
-        raise ExplainUnavailable(f"explanations need TensorFlow and lime, which cannot be imported here ({exc})") \
-            from None
     crop = np.asarray(crop, dtype=np.uint8)
-    proba = np.asarray(classifier(crop[None]))[0]
-    label = int(np.argmax(proba)) if label is None else int(label)
-    name = CLASS_NAMES[label]
-    if method == "LIME":
-        result = explain.lime_explain(classifier, crop, label, num_samples=num_samples, seed=seed)
-        caption = (f"LIME, {num_samples} samples: green regions raise the probability of '{name}', red ones lower it "
-                   f"(local linear fit R² {result.score:.2f}).")
-        return {"image": _overlay(crop, result.heatmap, signed=True), "caption": caption, "label": label}
-    from fer_utils.export import load_keras_model
-
-    model = load_keras_model(keras_path)
-    cam = explain.grad_cam(model, crop, label)
-    caption = (f"Grad-CAM on the last convolution of {Path(keras_path).name}: bright regions hold the evidence for "
-               f"'{name}'" + (" (none: the map is empty)." if float(cam.max()) == 0 else "."))
-    return {"image": _overlay(crop, cam, signed=False), "caption": caption, "label": label}
+    if method == "Occlusion":
+        result = saliency.occlusion_map(classifier, crop, label)
+        name, peak = CLASS_NAMES[result.label], float(result.heatmap.max())
+        caption = (f"Occlusion, {result.patches} grey {result.patch}x{result.patch} patches: green regions, when "
+                   f"hidden, lower the probability of '{name}' (by up to {100 * peak:.0f} points), red ones raise it"
+                   + (" (none: hiding any patch changes nothing)." if not np.abs(result.heatmap).max() else "."))
+        return {"image": _overlay(crop, result.heatmap), "caption": caption, "label": result.label}
+    try:
+        result = saliency.lime_explain(classifier, crop, label, num_samples=num_samples, seed=seed)
+    except MissingExtra as exc:
+        raise ExplainUnavailable(f"{exc}. The occlusion map needs nothing more.") from None
+    caption = (f"LIME, {num_samples} samples: green regions raise the probability of '{CLASS_NAMES[result.label]}', "
+               f"red ones lower it (local linear fit R² {result.score:.2f}).")
+    return {"image": _overlay(crop, result.heatmap), "caption": caption, "label": result.label}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,12 +347,12 @@ def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = 
 
 
 class LiveFeed:
-    """The live webcam's frame handler: ``recognizer`` (a video :class:`realtime.Recognizer`,
+    """The live webcam's frame handler: ``recognizer`` (a video :class:`recognizer.Recognizer`,
     with its own detector and tracking) on each frame, which comes back annotated (boxes,
     labels, probability bars, frame rate). Called in streamlit-webrtc's worker thread; keeps the
     latest faces and frame rate for the page (:meth:`status`), behind a lock."""
 
-    def __init__(self, recognizer: realtime.Recognizer):
+    def __init__(self, recognizer: Recognizer):
         self.recognizer = recognizer
         self._lock = threading.Lock()
         self.frames, self.faces, self.frame_rate = 0, [], float("nan")
@@ -440,7 +419,7 @@ def _live(classifier, detector: str, model_key: str) -> None:
     session, model and detector, and its latest result as text (updated every second)."""
     if streamlit_webrtc is None:
         st.error("The live webcam needs streamlit-webrtc and aiortc, which are not installed here: "
-                 "`pip install -r requirements.txt` installs them.")
+                 f"`{install_hint('app')}` installs them.")
         return
     if not webrtc_addresses():
         st.error("The live webcam cannot start here: WebRTC needs a network address other than loopback "
@@ -492,18 +471,14 @@ def _analysis(data: bytes | None, name: str, model: str, detector: str, min_face
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _explanation(crop: np.ndarray, method: str, label: int, model: str, keras_path: str | None,
-                 _onnx) -> dict:
-    """:func:`explain_face`, cached by face, method, class and model files."""
+def _explanation(crop: np.ndarray, method: str, label: int, model: str, _onnx) -> dict:
+    """:func:`explain_face`, cached by face, method, class and model file."""
     with _LOCK:
-        return explain_face(crop, method, _onnx, label, keras_path)
+        return explain_face(crop, method, _onnx, label)
 
 
 def _model() -> OnnxClassifier:
-    path = model_path()
-    if not path.is_file():
-        raise ModelFileError(f"no model at {path}: the released model models/fer_champion.onnx is missing from this "
-                             f"checkout (or set {MODEL_ENV_VAR} to an .onnx file exported by notebook 09)")
+    path = find_app_model()
     return _classifier(str(path), path.stat().st_mtime)
 
 
@@ -627,16 +602,15 @@ def main() -> None:
     choice = st.selectbox("Face", range(len(faces)), key="explain_face", format_func=lambda i: (
         f"{faces[i][0].photo.name}, face {faces[i][1].index} ({faces[i][1].label})"))
     method = st.radio("Method", EXPLAIN_METHODS, horizontal=True, key="explain_method", help=(
-        "LIME hides groups of pixels and fits which ones move the probability (needs only the ONNX model); "
-        "Grad-CAM follows the gradients of the last convolution (needs the Keras model)."))
-    if not st.toggle("Show the explanation", key="explain_on", help="The first one loads TensorFlow (10-20 s)."):
+        "LIME hides groups of pixels and fits which ones move the probability; Occlusion greys out one square "
+        "patch at a time and measures how much the label's probability drops. Both ask the ONNX model only."))
+    if not st.toggle("Show the explanation", key="explain_on",
+                     help="LIME takes about 2 s per face, occlusion a fraction of a second."):
         return
     analysis, face = faces[choice]
-    keras_path = keras_source(model_path())
     try:
         with st.spinner(f"{method} on face {face.index}..."):
-            result = _explanation(face.crop, method, int(np.argmax(face.proba)), model_key,
-                                  None if keras_path is None else str(keras_path), classifier)
+            result = _explanation(face.crop, method, int(np.argmax(face.proba)), model_key, classifier)
     except ExplainUnavailable as exc:
         st.info(str(exc))
         return

@@ -30,10 +30,13 @@ exit status says how it went:
          a 7-class probability model, an invalid option)
     3    an unexpected internal error: the traceback goes to a log file named on stderr
          (``--debug`` prints it instead)
+    4    an optional dependency is missing (``--detector mtcnn`` needs the ``mtcnn`` extra,
+         ``make-clip`` scikit-image from the ``app`` extra): the error line names the extra,
+         e.g. ``pip install "fer_utils[mtcnn]"``
     130  interrupted (Ctrl+C); a partial video of a file or folder is not kept
 
-Limits: images up to 50 megapixels (``realtime.MAX_PIXELS``, checked before decoding) and at
-least 24x24 pixels (``realtime.MIN_FACE_SIDE``: smaller is not taken as a face); ``--margin``
+Limits: images up to 50 megapixels (``media.MAX_PIXELS``, checked before decoding) and at
+least 24x24 pixels (``media.MIN_FACE_SIDE``: smaller is not taken as a face); ``--margin``
 0-1; ``--out`` must end in .mp4, .avi or .y4m and ``--csv`` in .csv; both are checked before the
 model loads. Files are written atomically: a failed or interrupted run leaves neither a partial
 nor a temporary file (from a camera, what was recorded before Ctrl+C is kept).
@@ -49,20 +52,23 @@ import tempfile
 import traceback
 from pathlib import Path
 
-EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from .api import ExpressionRecognizer, FrameTable, batch_summary, results_table
+from .extras import MissingExtra
+from .files import atomic_path
+from .media import SourceError, check_output_path, check_video_path, has_display
+from .model_file import ModelFileError
+from .samples import make_test_clip
+
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_MISSING_EXTRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 NO_FACE_NOTE = ("no face found (the detector looks for frontal, upright faces; --detector mtcnn finds turned ones, "
                 "--whole takes the image as one face)")
 
 
-def _recognizer(args):
-    from .api import ExpressionRecognizer
-
+def _recognizer(args) -> ExpressionRecognizer:
     return ExpressionRecognizer(args.model, args.detector, threads=args.threads, margin=args.margin)
 
 
 def _predict(args) -> int:
-    from .api import batch_summary, results_table
-
     recognizer = _recognizer(args)
     batch = len(args.images) > 1 or any(Path(name).is_dir() for name in args.images)
     results = recognizer.predict_many(args.images, whole=True if args.whole else None,
@@ -86,10 +92,6 @@ def _predict(args) -> int:
 
 
 def _run(args) -> int:
-    from .api import FrameTable
-    from .files import atomic_path
-    from .realtime import SourceError, check_output_path, check_video_path, has_display
-
     if args.out:  # both checked before the model loads and any frame is processed
         check_video_path(args.out)
     if args.csv:
@@ -132,9 +134,6 @@ def _run(args) -> int:
 
 
 def _make_clip(args) -> int:
-    from .realtime import check_video_path
-    from .synthetic import make_test_clip
-
     check_video_path(args.output)
     make_test_clip(args.frames, path=args.output, fps=args.fps)
     print(f"wrote {args.output} ({args.frames} frames, 640x480, {args.fps:g} fps)")
@@ -213,14 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m fer_utils.cli`` and the ``fer-predict`` console script."""
     args = build_parser().parse_args(argv)
-    from .export import ModelFileError
-    from .realtime import SourceError
-
     try:
         return args.func(args)
     except (ModelFileError, SourceError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except MissingExtra as exc:  # one line naming the extra to install
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -2,10 +2,11 @@
 
 Every model of the project maps raw faces ``(N, 48, 48)`` (0-255) to 7 class probabilities.
 
-- :func:`lime_explain`: LIME (``lime.lime_image``) on superpixels that suit 48x48 faces (SLIC on
-  the gray image, about 40 segments); returns a :class:`LimeResult` whose ``heatmap`` gives every
-  pixel its segment's weight for the explained class (the change in that class's probability
-  the local linear model attributes to showing the segment instead of its mean grey).
+- :func:`lime_explain`: LIME (:func:`saliency.lime_explain`, runtime code that needs no
+  TensorFlow) on superpixels that suit 48x48 faces (SLIC on the gray image, about 40 segments);
+  returns a :class:`LimeResult` whose ``heatmap`` gives every pixel its segment's weight for the
+  explained class (the change in that class's probability the local linear model attributes to
+  showing the segment instead of its mean grey).
 - :func:`grad_cam`: Grad-CAM on the last convolutional layer (found automatically), the class
   score taken before the softmax where the model allows it; a ``(48, 48)`` map in 0-1.
 - :func:`explain_examples` runs both on a few faces; :func:`pick_examples` picks correctly and
@@ -15,16 +16,16 @@ Every model of the project maps raw faces ``(N, 48, 48)`` (0-255) to 7 class pro
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 from .progress import tqdm
 
+from . import saliency
 from .config import CLASS_NAMES, import_keras
 from .data import sample_per_class
+from .saliency import LimeResult  # LIME asks only a model's outputs: runtime code (the app runs it without TensorFlow)
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (after the quiet import above)
@@ -55,94 +56,13 @@ def as_predict(model, batch_size: int = 256) -> Predict:
 # LIME
 
 
-def face_segments(image: np.ndarray, n_segments: int = 50, compactness: float = 0.1) -> np.ndarray:
-    """SLIC superpixels of a gray face ``(H, W)`` (or ``(H, W, 3)``, averaged), 0-255: an int
-    label map ``(H, W)`` starting at 0. On 48x48 FER2013 faces the defaults give about 40 segments
-    that follow the edges of eyes, brows and mouth (more compact ones if that gives too few)."""
-    from skimage.segmentation import slic
-
-    gray = np.asarray(image, dtype=np.float64)
-    if gray.ndim == 3:
-        gray = gray.mean(axis=2)
-    for _ in range(4):  # noisy faces can collapse into a few segments: make them more compact
-        segments = slic(gray / 255.0, n_segments=n_segments, compactness=compactness, channel_axis=None,
-                        start_label=0)
-        if segments.max() + 1 >= n_segments / 4:
-            break
-        compactness *= 10
-    return segments
-
-
-@dataclass
-class LimeResult:
-    """One LIME explanation of a face ``(H, W)``.
-
-    ``label``: the explained class; ``proba``: the model's probabilities ``(7,)`` for the face;
-    ``segments``: ``(H, W)`` superpixel ids; ``weights``: ``(S,)`` the local linear model's weight
-    per segment (change in the class probability when the segment is shown); ``heatmap``:
-    ``(H, W)`` each pixel's segment weight; ``mask``: ``(H, W)`` bool, the ``num_features``
-    segments with the largest positive weights; ``score``: R^2 of the local linear model
-    (its fidelity, 0-1); ``explanation``: lime's ``ImageExplanation``.
-    """
-
-    label: int
-    proba: np.ndarray
-    segments: np.ndarray
-    weights: np.ndarray
-    heatmap: np.ndarray
-    mask: np.ndarray
-    score: float
-    explanation: object
-
-
-@contextlib.contextmanager
-def _without_lime_progress_bar(module):
-    """lime draws a tqdm bar for every explanation (no option turns it off); the callers show
-    their own progress over faces instead."""
-    saved = module.tqdm
-    module.tqdm = lambda iterable, *args, **kwargs: iterable
-    try:
-        yield
-    finally:
-        module.tqdm = saved
-
-
 def lime_explain(model, image: np.ndarray, label: int | None = None, num_samples: int = 1000,
                  num_features: int = 5, n_segments: int = 50, compactness: float = 0.1,
                  hide_color: float | None = None, seed: int = 0, batch_size: int = 250) -> LimeResult:
-    """LIME for one face ``(H, W)`` (0-255) and a Keras model (or predict function) taking
-    ``(N, H, W)``; explains ``label`` (default: the predicted class).
-
-    LIME hides random subsets of the superpixels (``hide_color``: a grey level, or None for each
-    segment's mean, lime's default), asks the model about ``num_samples`` such faces and fits a
-    weighted linear model of the class probability on which segments were shown.
-    """
-    from lime import lime_image
-
-    predict = as_predict(model, batch_size)
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"expected one gray face (H, W), got shape {image.shape}")
-    proba = predict(image[None])[0]
-    label = int(np.argmax(proba)) if label is None else int(label)
-
-    def classifier(rgb_batch):  # lime works on RGB copies of the gray face
-        return predict(np.asarray(rgb_batch, dtype=np.float32).mean(axis=3))
-
-    explainer = lime_image.LimeImageExplainer(random_state=seed)
-    with _without_lime_progress_bar(lime_image):
-        explanation = explainer.explain_instance(
-            image, classifier, labels=(label,), top_labels=None, hide_color=hide_color,
-            num_samples=num_samples, batch_size=batch_size, random_seed=seed,
-            segmentation_fn=lambda rgb: face_segments(rgb, n_segments, compactness),
-        )
-    segments = explanation.segments
-    weights = np.zeros(int(segments.max()) + 1)
-    for segment, weight in explanation.local_exp[label]:
-        weights[segment] = weight
-    order = [s for s in np.argsort(-weights) if weights[s] > 0][:num_features]
-    return LimeResult(label, np.asarray(proba), segments, weights, weights[segments],
-                      np.isin(segments, order), float(explanation.score), explanation)
+    """:func:`saliency.lime_explain` (LIME for one face ``(H, W)``, 0-255) for a Keras model or a
+    predict function taking ``(N, H, W)``; explains ``label`` (default: the predicted class)."""
+    return saliency.lime_explain(as_predict(model, batch_size), image, label, num_samples, num_features, n_segments,
+                                 compactness, hide_color, seed, batch_size)
 
 
 # ---------------------------------------------------------------------------------------------

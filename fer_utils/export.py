@@ -1,5 +1,6 @@
-"""Keras -> ONNX export, parity check, graph simplification, int8 quantization and latency
-benchmarks; :class:`OnnxClassifier` runs an exported model with ONNX Runtime.
+"""Keras -> ONNX export, parity check, graph simplification, int8 quantization, latency
+benchmarks and the release of a model (notebook 09's chapter). Running an exported model is the
+runtime's part: :class:`model_file.OnnxClassifier` (imported here for the lab's use).
 
 The exported graph keeps the project's model contract: input ``face`` float32 ``(N, 48, 48)``
 with pixel values 0-255 (scaling is inside the graph), output 7 softmax probabilities ``(N, 7)``
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -31,26 +31,16 @@ from .data import sample_per_class
 from .evaluate import model_path
 from .runs import RunStore, select_for_export
 from .files import atomic_path, write_text_atomic
-from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, PROJECT_ROOT, import_keras, quiet_native_stderr
+from .config import CLASS_NAMES, IMAGE_SIZE, import_keras, quiet_native_stderr
+# The runtime side of a model file lives in model_file (the recognizer needs it without this lab
+# module); source_run and RELEASED_MODEL are also imported from here by champion.py and the tests.
+from .model_file import RELEASED_MODEL, ModelFileError, OnnxClassifier, find_model, source_run  # noqa: F401
 
 ONNX_OPSET = 17  #: opset of exported graphs (ONNX Runtime >= 1.14 runs it)
 INPUT_NAME = "face"  #: name of the exported graph's input
-#: Where the CLI and the demo look for the released model when none is given.
-RELEASED_MODEL = PROJECT_ROOT / "models" / "fer_champion.onnx"
-HOW_TO_GET_A_MODEL = (
-    "export one with notebook 09 (`make 09`, which writes models/fer_champion.onnx from the best "
-    "trained model), or pass --model PATH to any .onnx file exported by fer_utils.export.export_onnx"
-)
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable or not a FER classifier; the message names the path."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Export
-
-
 
 
 def _save_onnx_atomic(onnx_model, path: Path) -> Path:
@@ -101,14 +91,6 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path
     _set_metadata(onnx_model, {"classes": ",".join(CLASS_NAMES), "input": "face float32 (N,48,48) 0-255",
                                "source_model": getattr(model, "name", "")})
     return _save_onnx_atomic(onnx_model, Path(path))
-
-
-def source_run(onnx_path: str | os.PathLike) -> str | None:
-    """The Keras run an ONNX file was exported from, as the model card beside it names it
-    (``<name>.md``: "exported from the Keras run `RUN`"); None without a card or that line."""
-    card = Path(onnx_path).with_suffix(".md")
-    match = re.search(r"Keras run `([^`]+)`", card.read_text(errors="replace")) if card.is_file() else None
-    return match.group(1) if match else None
 
 
 def _onnx_weights(path: Path) -> tuple[list[tuple], list[tuple]]:
@@ -310,95 +292,7 @@ def _input_name(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inference
-
-
-class OnnxClassifier:
-    """An exported FER classifier in an ONNX Runtime session.
-
-    ``predict(faces)`` takes faces ``(N, 48, 48)`` (uint8 or float, values 0-255; a single
-    ``(48, 48)`` face is accepted) and returns float32 probabilities ``(N, 7)``, so it plugs into
-    ``evaluate.evaluate_splits``. ``threads`` sets ONNX Runtime's intra-op threads (None: its
-    default, one per physical core). A missing, unreadable or non-FER model file raises
-    :class:`ModelFileError` naming the path: the input must be float32 ``(N, 48, 48)`` (or
-    ``(N, 48, 48, 1)``), and on a probe batch the output must be ``(N, 7)`` probabilities (in
-    0-1, each row summing to 1), so raw scores (no softmax) are refused when the model is loaded.
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.exists():
-            raise ModelFileError(f"{self.path}: no such model file")
-        if self.path.is_dir():
-            raise ModelFileError(f"{self.path}: is a folder, not an .onnx model file")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.inter_op_num_threads = 1
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
-        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{self.path}: not a valid ONNX model ({reason})") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        shape = list(inputs[0].shape)
-        if len(inputs) != 1 or len(shape) not in (3, 4) or shape[1:3] != [IMAGE_SIZE, IMAGE_SIZE] \
-                or outputs[0].shape[-1] != NUM_CLASSES:
-            raise ModelFileError(
-                f"{self.path}: not a FER classifier (expects one input (N, 48, 48) and {NUM_CLASSES} "
-                f"outputs; this model has inputs {[i.shape for i in inputs]} and outputs {[o.shape for o in outputs]})")
-        if inputs[0].type != "tensor(float)":
-            raise ModelFileError(f"{self.path}: not a FER classifier: its input {inputs[0].name!r} is "
-                                 f"{inputs[0].type}; expected float32 faces (N, 48, 48) with values 0-255 "
-                                 "(export_onnx writes that)")
-        self.input_name, self.rank = inputs[0].name, len(shape)
-        self.threads = threads or int(options.intra_op_num_threads) or None
-        self._check_probabilities()
-
-    def _check_probabilities(self, tolerance: float = 0.05) -> None:
-        """Run two probe faces; :class:`ModelFileError` unless they give ``(2, 7)`` probabilities.
-        ``tolerance`` allows an int8 model's quantized softmax."""
-        probe = np.random.default_rng(0).integers(0, 256, (2, IMAGE_SIZE, IMAGE_SIZE)).astype(np.uint8)
-        try:
-            out = self.predict(probe)
-        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{self.path}: cannot classify faces (N, 48, 48) ({reason})") from None
-        if out.shape != (len(probe), NUM_CLASSES):
-            raise ModelFileError(f"{self.path}: not a FER classifier: 2 probe faces gave an output of shape "
-                                 f"{out.shape}, expected (2, {NUM_CLASSES})")
-        sums = out.sum(axis=1)
-        if not np.isfinite(out).all() or out.min() < -tolerance / 10 or out.max() > 1 + tolerance / 10 \
-                or np.abs(sums - 1).max() > tolerance:
-            raise ModelFileError(
-                f"{self.path}: not a FER classifier: its outputs are not probabilities (a probe face's {NUM_CLASSES} "
-                f"values range {out.min():.4g} to {out.max():.4g} and sum to {sums[0]:.4g}, not 1); "
-                "export a model that ends in softmax (fer_utils.export.export_onnx)")
-
-    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Probabilities float32 ``(N, 7)`` for faces ``(N, 48, 48)`` with values 0-255."""
-        x = np.asarray(faces, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim == 4 and x.shape[-1] == 1:
-            x = x[..., 0]
-        if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"faces must be (N, 48, 48), got {np.shape(faces)}")
-        if self.rank == 4:
-            x = x[..., None]
-        if len(x) == 0:
-            return np.zeros((0, NUM_CLASSES), np.float32)
-        out = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-        return np.concatenate(out).astype(np.float32, copy=False)
-
-    __call__ = predict
-
-    def __repr__(self) -> str:
-        return f"OnnxClassifier({str(self.path)!r}, threads={self.threads})"
+# Parity
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -674,21 +568,16 @@ def models_to_export(store: RunStore, fingerprint: str, n_others: int = 2,
 
 def demo_model_path(path: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
                     stand_in: Callable[[], dict] | None = None) -> Path:
-    """The ONNX model a demo uses: ``path`` if given, else the released
-    ``models/fer_champion.onnx``, else ``fer_champion.onnx`` exported by notebook 09 into
-    ``models_dir``; without any, the model ``stand_in()`` trains (the smoke profile's), exported
+    """The ONNX model a demo uses: :func:`model_file.find_model` (``path`` if given, else the
+    released ``models/fer_champion.onnx``, else ``fer_champion.onnx`` exported by notebook 09 into
+    ``models_dir``); without any, the model ``stand_in()`` trains (the smoke profile's), exported
     into ``models_dir``. :class:`ModelFileError` (saying how to get one) otherwise."""
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such model file")
-        return path
     folders = [Path(models_dir)] if models_dir else []
-    for candidate in [RELEASED_MODEL] + [folder / RELEASED_MODEL.name for folder in folders]:
-        if candidate.is_file():
-            return candidate
-    if stand_in is not None and folders:
-        print(f"no released model ({RELEASED_MODEL}); exporting a stand-in")
-        record = stand_in()
-        return export_onnx(model_path(record), folders[0] / f"{record['run']}.onnx")
-    raise ModelFileError(f"no model at {RELEASED_MODEL}: {HOW_TO_GET_A_MODEL}")
+    try:
+        return find_model(path or None, folders)
+    except ModelFileError:
+        if path or stand_in is None or not folders:
+            raise
+    print(f"no released model ({RELEASED_MODEL}); exporting a stand-in")
+    record = stand_in()
+    return export_onnx(model_path(record), folders[0] / f"{record['run']}.onnx")

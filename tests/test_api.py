@@ -1,23 +1,20 @@
-"""The Python API (``fer_utils.api``): photos, batches and videos with the released model, the
-same answers as the CLI and the browser app, and the model shipped inside an installed package."""
+"""The Python API (``fer_utils.api``): photos, batches and videos with the released model, and the
+same answers as the CLI and the browser app. (The installed package: ``tests/test_install.py``.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import textwrap
-import venv
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from fer_utils import ExpressionRecognizer, api, cli, plot_timeline, realtime, synthetic
-from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
-from fer_utils.export import RELEASED_MODEL
+from fer_utils import ExpressionRecognizer, api, cli, plot_timeline, samples
+from fer_utils.config import CLASS_NAMES
+from fer_utils.media import SourceError
+from fer_utils.model_file import RELEASED_MODEL
+from fer_utils.recognizer import NO_FACE
 
 pytestmark = pytest.mark.skipif(not RELEASED_MODEL.is_file(), reason=f"no released model at {RELEASED_MODEL}")
 #: Where the astronaut's face lies in skimage.data.astronaut() (x0, y0, x1, y1), with room to spare.
@@ -70,7 +67,7 @@ def test_every_kind_of_image_input_gives_the_same_faces(recognizer, photos):
                            (cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), {"bgr": True})]:
         (face,) = recognizer.predict(image, **options)
         assert face.box == expected.box and np.array_equal(face.proba, expected.proba)
-    with pytest.raises(realtime.SourceError, match="is a folder, not an image file"):
+    with pytest.raises(SourceError, match="is a folder, not an image file"):
         recognizer.predict(photos)
 
 
@@ -123,11 +120,23 @@ def test_predict_many_goes_through_folders_recursively(recognizer, photos, tmp_p
     assert table.face.iloc[0] == 0 and table.x.isna().sum() == 4
 
 
+def test_predict_many_takes_one_folder_or_one_image_as_a_single_str_or_path(recognizer, photos):
+    """``predict_many("photos/")``: one path is one item (its images), never a string's characters."""
+    expected = [str(photos / name) for name in ("astronaut.png", "coffee.png", "sheet.png")]
+    for folder in (str(photos), photos):
+        results = recognizer.predict_many(folder, progress=False)
+        assert [r.image for r in results] == expected and all(r.error is None for r in results)
+    (single,) = recognizer.predict_many(str(photos / "astronaut.png"), progress=False)
+    assert single.image == str(photos / "astronaut.png") and len(single.faces) == 1
+    (as_path,) = recognizer.predict_many(photos / "astronaut.png", progress=False)
+    assert as_path.faces[0].box == single.faces[0].box
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """12 frames of 640x480 at 10 fps: 2 without a face, then the astronaut's face moving."""
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    synthetic.make_test_clip(12, no_face_frames=2, path=path, fps=10)
+    samples.make_test_clip(12, no_face_frames=2, path=path, fps=10)
     return path
 
 
@@ -136,7 +145,7 @@ def test_analyze_video_gives_one_row_per_frame_and_face(recognizer, clip):
     assert list(table.columns) == ["frame", "time_s", "face", "x", "y", "w", "h", "detector_score", "label",
                                    *CLASS_NAMES]
     assert list(table.frame) == list(range(12)) and table.time_s.tolist() == pytest.approx(np.arange(12) / 10)
-    assert list(table.label[:2]) == [realtime.NO_FACE] * 2 and table.face[:2].isna().all()
+    assert list(table.label[:2]) == [NO_FACE] * 2 and table.face[:2].isna().all()
     faces = table[table.face.notna()]
     assert len(faces) >= 8 and set(faces.label) <= set(CLASS_NAMES)
     assert faces[list(CLASS_NAMES)].sum(axis=1).to_numpy() == pytest.approx(1, abs=1e-4)
@@ -150,9 +159,9 @@ def test_analyze_video_gives_one_row_per_frame_and_face(recognizer, clip):
 
 
 def test_analyze_video_from_a_missing_camera_or_file_is_a_clear_error(recognizer, tmp_path):
-    with pytest.raises(realtime.SourceError, match="no camera at index 97"):
+    with pytest.raises(SourceError, match="no camera at index 97"):
         recognizer.analyze_video(97)
-    with pytest.raises(realtime.SourceError, match="absent.mp4: no such file or folder"):
+    with pytest.raises(SourceError, match="absent.mp4: no such file or folder"):
         recognizer.analyze_video(tmp_path / "absent.mp4")
 
 
@@ -166,50 +175,3 @@ def test_the_model_can_be_any_function_and_options_are_checked():
         ExpressionRecognizer(uniform.classifier, margin=2)
     with pytest.raises(ValueError, match="unknown detector 'dlib'"):
         ExpressionRecognizer(uniform.classifier, detector="dlib")
-
-
-@pytest.mark.slow
-def test_a_plain_pip_install_ships_the_model(tmp_path):
-    """``pip install .`` (not editable) into a fresh virtual environment gives a working
-    ``ExpressionRecognizer()``. The environment sees this one's packages through a .pth file
-    (fast, offline for the dependencies); the project is installed from a copy of its source, with
-    ``--no-deps``, and runs from a folder outside the checkout."""
-    import shutil
-    import site
-
-    source = tmp_path / "source"
-    shutil.copytree(PROJECT_ROOT / "fer_utils", source / "fer_utils", ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "models").mkdir()
-    for name in ("pyproject.toml", "README.md", "models/fer_champion.onnx", "models/fer_champion.md",
-                 "models/README.md"):
-        shutil.copy(PROJECT_ROOT / name, source / name)
-    (source / "models" / "12_some_run.keras").write_bytes(b"a trained model: not shipped")
-    env_dir = tmp_path / "env"
-    venv.EnvBuilder(with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--quiet", "--target", purelib, "--upgrade",
-                              str(source)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert install.returncode == 0, install.stdout + install.stderr
-    installed = os.path.join(purelib, "fer_utils")
-    assert sorted(os.listdir(os.path.join(installed, "released"))) == ["fer_champion.md", "fer_champion.onnx"]
-    script = textwrap.dedent("""
-        import json
-        from skimage import data
-        import fer_utils
-        from fer_utils import ExpressionRecognizer
-        recognizer = ExpressionRecognizer()
-        (face,) = recognizer.predict(data.astronaut())
-        print(json.dumps({"package": fer_utils.__file__, "model": str(recognizer.model_path), "label": face.label}))
-    """)
-    run = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**os.environ, "PYTHONPATH": ""})
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["package"] == os.path.join(installed, "__init__.py")
-    assert result["model"] == os.path.join(installed, "released", "fer_champion.onnx")
-    from skimage import data
-
-    assert result["label"] == ExpressionRecognizer().predict(data.astronaut())[0].label

@@ -25,7 +25,7 @@ from PIL import Image
 
 from fer_utils import app
 from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
-from fer_utils.export import RELEASED_MODEL
+from fer_utils.model_file import RELEASED_MODEL
 
 APP = PROJECT_ROOT / "fer_utils" / "app.py"
 #: Where the astronaut's face lies in skimage.data.astronaut() (x0, y0, x1, y1), with room to spare.
@@ -193,36 +193,35 @@ def test_annotate_draws_boxes_at_display_size(recognizer):
 # Explanations
 
 
-def test_keras_source_follows_the_model_card(tmp_path):
+def test_the_model_accuracy_comes_from_the_model_card(tmp_path):
     onnx_file = tmp_path / "fer_champion.onnx"
     onnx_file.write_bytes(b"onnx")
-    assert app.keras_source(onnx_file, tmp_path) is None
-    (tmp_path / "fer_champion.md").write_text("exported from the Keras run `03_cnn_small_none_cpu` (model ...")
-    assert app.keras_source(onnx_file, tmp_path) is None
-    (tmp_path / "03_cnn_small_none_cpu.keras").write_bytes(b"keras")
-    assert app.keras_source(onnx_file, tmp_path) == tmp_path / "03_cnn_small_none_cpu.keras"
+    assert app.model_accuracy(onnx_file) == "see its model card"
+    (tmp_path / "fer_champion.md").write_text("- PrivateTest accuracy 68.63%, balanced accuracy 67.15%")
+    assert app.model_accuracy(onnx_file) == "68.6% accurate on FER2013's PrivateTest"
 
 
-def test_grad_cam_without_the_keras_model_says_why(recognizer):
+def test_lime_without_the_lime_package_says_why(recognizer, monkeypatch):
     face = app.analyse(app.sample_photo(), recognizer).faces[0]
-    with pytest.raises(app.ExplainUnavailable, match="Grad-CAM needs the Keras model"):
-        app.explain_face(face.crop, "Grad-CAM", recognizer.classifier, keras_path=None)
+    monkeypatch.setitem(sys.modules, "lime.lime_image", None)  # as if lime were not installed
+    with pytest.raises(app.ExplainUnavailable, match=r'LIME needs lime, which is not installed: pip install "fer_utils\[app\]"'):
+        app.explain_face(face.crop, "LIME", recognizer.classifier)
     with pytest.raises(ValueError, match="unknown method"):
         app.explain_face(face.crop, "SHAP", recognizer.classifier)
 
 
-def test_lime_on_the_onnx_model_and_grad_cam_on_a_keras_model(recognizer, tmp_path):
-    from onnx_helpers import build_tiny
-
+def test_lime_and_the_occlusion_map_on_the_onnx_model(recognizer):
     face = app.analyse(app.sample_photo(), recognizer).faces[0]
     label = int(np.argmax(face.proba))
     lime = app.explain_face(face.crop, "LIME", recognizer.classifier, label, num_samples=200)
     assert lime["image"].shape == (192, 192, 3) and lime["label"] == label
     assert lime["caption"].startswith(f"LIME, 200 samples: green regions raise the probability of '{face.label}'")
-    keras_file = tmp_path / "tiny.keras"
-    build_tiny().save(keras_file)
-    cam = app.explain_face(face.crop, "Grad-CAM", recognizer.classifier, label, keras_path=keras_file)
-    assert cam["image"].shape == (192, 192, 3) and "Grad-CAM on the last convolution of tiny.keras" in cam["caption"]
+    occlusion = app.explain_face(face.crop, "Occlusion", recognizer.classifier, label)
+    assert occlusion["image"].shape == (192, 192, 3) and occlusion["label"] == label
+    assert occlusion["caption"].startswith(f"Occlusion, 121 grey 8x8 patches: green regions, when hidden, lower the "
+                                           f"probability of '{face.label}' (by up to ")
+    plain = cv2.resize(np.repeat(face.crop[..., None], 3, axis=2), (192, 192), interpolation=cv2.INTER_NEAREST)
+    assert np.abs(occlusion["image"].astype(int) - plain).max() > 40, "the map is drawn over the face"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,13 +297,11 @@ def test_explanations_on_the_page(page):
     page.toggle(key="explain_on").set_value(True)
     run_page(page)
     assert any(text.startswith("LIME, 500 samples") for text in texts(page.caption))
-    page.radio(key="explain_method").set_value("Grad-CAM")
+    page.radio(key="explain_method").set_value("Occlusion")
     run_page(page)
-    shown = texts(page.caption) + texts(page.info)
-    if app.keras_source(app.model_path()) is None:  # a fresh checkout: trained models are not committed
-        assert any(text.startswith("Grad-CAM needs the Keras model") for text in shown)
-    else:
-        assert any(text.startswith("Grad-CAM on the last convolution") for text in shown)
+    assert any(text.startswith("Occlusion, 121 grey 8x8 patches: green regions") for text in texts(page.caption))
+    assert not page.error
+    assert "Occlusion" in [caption for image in page.image for caption in image.captions], "the map is shown"
 
 
 def test_the_mtcnn_detector_option(page):
@@ -331,11 +328,11 @@ def test_a_missing_model_is_a_message(monkeypatch, tmp_path):
 def test_the_live_feed_labels_each_frame_and_measures_the_frame_rate(recognizer):
     import av
 
-    from fer_utils import realtime, synthetic
+    from fer_utils import detection, samples
 
     feed = app.LiveFeed(recognizer.video_recognizer())
     assert feed.status() == "Live: waiting for the first frame from the camera..."
-    clip = synthetic.make_test_clip(8, no_face_frames=2)
+    clip = samples.make_test_clip(8, no_face_frames=2)
     assert app.LiveFeed(recognizer.video_recognizer()).process(clip[0]).shape == (480, 640, 3)
     for frame in clip:
         shown = feed(av.VideoFrame.from_ndarray(frame, format="bgr24")).to_ndarray(format="bgr24")
@@ -343,11 +340,11 @@ def test_the_live_feed_labels_each_frame_and_measures_the_frame_rate(recognizer)
     expected = recognizer.predict(clip[-1], bgr=True)[0]  # the photos' answer on the last frame
     status = feed.status()
     assert status.startswith(f"Live: face 1 {feed.faces[0].label} (") and " FPS | 8 frames" in status
-    assert realtime.iou(feed.faces[0].box, expected.box) > 0.5 and feed.faces[0].label == expected.label
+    assert detection.iou(feed.faces[0].box, expected.box) > 0.5 and feed.faces[0].label == expected.label
 
 
 def test_the_live_webcam_survives_tensorflow_in_the_same_process():
-    """The app's server loads TensorFlow for MTCNN and explanations; the libsrtp that aiortc loads
+    """The app's server loads TensorFlow for the MTCNN detector; the libsrtp that aiortc loads
     segfaults when first imported after it, so the app imports streamlit-webrtc first. In a fresh
     interpreter, as the server does: the app, then TensorFlow, then an SRTP round trip."""
     script = """
@@ -615,14 +612,15 @@ def switch_live_webcam_on(page: DevTools) -> None:
 @pytest.mark.slow
 def test_the_live_webcam_labels_the_face_in_chromium(tmp_path, recognizer):
     """The live webcam end to end: Chromium's fake camera plays a .y4m clip of the astronaut's
-    face (``synthetic.make_test_clip``), streamlit-webrtc sends it to the app over WebRTC with no
+    face (``samples.make_test_clip``), streamlit-webrtc sends it to the app over WebRTC with no
     ICE server (localhost only), the app labels each frame, and the page shows the label and the
     frame rate within :data:`LIVE_LABEL_SECONDS`; the video coming back has the label drawn."""
     pytest.importorskip("streamlit_webrtc", reason="streamlit-webrtc (requirements.txt) is needed")
-    from fer_utils import realtime, synthetic
+    from fer_utils import samples
+    from fer_utils.recognizer import CLASS_COLORS
 
     clip = tmp_path / "astronaut.y4m"
-    frames = synthetic.make_test_clip(30, no_face_frames=0, path=clip, fps=15)
+    frames = samples.make_test_clip(30, no_face_frames=0, path=clip, fps=15)
     expected = recognizer.predict(frames[0], bgr=True)[0].label
     status = re.compile(r"Live: face 1 (\w+) \((\d+)%\) \| ([\d.]+) FPS \| (\d+) frames")
     with running_app(tmp_path) as port, chromium_page(
@@ -659,6 +657,6 @@ def test_the_live_webcam_labels_the_face_in_chromium(tmp_path, recognizer):
     assert shown and shown.startswith("data:image/png;base64,"), "the annotated video plays in the page"
     video = cv2.imdecode(np.frombuffer(base64.b64decode(shown.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
     cv2.imwrite(str(tmp_path / "live_video.png"), video)
-    colour = np.array(realtime.CLASS_COLORS[CLASS_NAMES.index(label)])
+    colour = np.array(CLASS_COLORS[CLASS_NAMES.index(label)])
     box_pixels = (np.abs(video.astype(int) - colour).max(axis=2) < 40).mean()
     assert video.shape == (480, 640, 3) and box_pixels > 0.002, "the box and label are drawn in the label's colour"

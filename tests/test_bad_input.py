@@ -16,7 +16,10 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from fer_utils import cli, data, evaluate, export, files, pipeline, realtime, synthetic
+from fer_utils import cli, data, evaluate, export, files, media, pipeline, samples
+from fer_utils.detection import HaarDetector
+from fer_utils.model_file import ModelFileError, OnnxClassifier
+from fer_utils.recognizer import Recognizer
 from fer_utils.config import IMAGE_SIZE, TEST, TRAIN, VAL
 from fer_utils.data import DataFormatError
 from onnx_helpers import build_tiny, tiny_onnx
@@ -67,7 +70,7 @@ def error_lines(err: str) -> list[str]:
 
 @pytest.fixture
 def clip(tmp_path):
-    synthetic.make_test_clip(8, size=(320, 240), no_face_frames=2, path=tmp_path / "clip.mp4")
+    samples.make_test_clip(8, size=(320, 240), no_face_frames=2, path=tmp_path / "clip.mp4")
     return tmp_path / "clip.mp4"
 
 
@@ -83,7 +86,7 @@ def clip(tmp_path):
 def test_run_refuses_an_unwritable_output_before_processing(clip, tmp_path, capsys, option, out, message, monkeypatch):
     (tmp_path / "folder").mkdir()
     (tmp_path / "a_file").write_text("a regular file")
-    monkeypatch.setattr(realtime.Recognizer, "process", lambda *a, **k: pytest.fail("a frame was processed"))
+    monkeypatch.setattr(Recognizer, "process", lambda *a, **k: pytest.fail("a frame was processed"))
     code, printed, err = run(capsys, "--source", clip, option, tmp_path / out, "--model", "absent.onnx")
     assert code == cli.EXIT_ERROR and printed == ""
     assert error_lines(err) == [line for line in err.splitlines() if line]  # only error lines
@@ -113,16 +116,16 @@ def test_a_folder_of_unreadable_images_is_an_error_not_nan(model, tmp_path, caps
 def test_a_folder_with_some_unreadable_images_is_partial(model, tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, frame in enumerate(synthetic.make_test_clip(3, size=(320, 240), no_face_frames=0)):
+    for i, frame in enumerate(samples.make_test_clip(3, size=(320, 240), no_face_frames=0)):
         cv2.imwrite(str(frames / f"{i}.png"), frame)
     (frames / "9.jpg").write_text("not an image")
     out = tmp_path / "annotated.mp4"
     code, printed, err = run(capsys, "--source", frames, "--out", out, "--model", model)
     assert code == cli.EXIT_PARTIAL and len(error_lines(err)) == 1 and "9.jpg: not an image" in err
-    assert "frames: 3" in printed and len(realtime.read_video(out)) == 3 and leftovers(tmp_path) == []
+    assert "frames: 3" in printed and len(media.read_video(out)) == 3 and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("option, name, writer", [("--out", "annotated.mp4", realtime), ("--csv", "frames.csv", files)])
+@pytest.mark.parametrize("option, name, writer", [("--out", "annotated.mp4", media), ("--csv", "frames.csv", files)])
 def test_a_failed_rename_of_the_video_or_table_leaves_nothing(model, clip, tmp_path, capsys, monkeypatch,
                                                               option, name, writer):
     def refuse(src, dst):
@@ -138,7 +141,7 @@ def test_a_failed_rename_of_the_video_or_table_leaves_nothing(model, clip, tmp_p
 @pytest.mark.parametrize("option, name", [("--out", "annotated.mp4"), ("--csv", "frames.csv")])
 def test_an_interrupted_run_exits_130_without_a_partial_video_or_table(model, clip, tmp_path, capsys, monkeypatch,
                                                                         option, name):
-    process = realtime.Recognizer.process
+    process = Recognizer.process
 
     def stop_at_frame_3(self, frame, annotate=True):
         self.seen = getattr(self, "seen", 0) + 1
@@ -146,7 +149,7 @@ def test_an_interrupted_run_exits_130_without_a_partial_video_or_table(model, cl
             raise KeyboardInterrupt
         return process(self, frame, annotate)
 
-    monkeypatch.setattr(realtime.Recognizer, "process", stop_at_frame_3)
+    monkeypatch.setattr(Recognizer, "process", stop_at_frame_3)
     out = tmp_path / name
     code, printed, err = run(capsys, "--source", clip, option, out, "--model", model)
     assert code == cli.EXIT_INTERRUPTED and "frames: 2" in printed and f"{out} not written" in err
@@ -157,7 +160,7 @@ def test_an_interrupted_predict_exits_130(model, photos, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(realtime.Recognizer, "faces_in_image", interrupt)
+    monkeypatch.setattr(Recognizer, "faces_in_image", interrupt)
     code, _, err = predict(capsys, photos / "astronaut.png", "--model", model)
     assert code == cli.EXIT_INTERRUPTED and err.strip() == "interrupted"
 
@@ -215,15 +218,15 @@ def linear_onnx(path, input_type=TensorProto.FLOAT, softmax=True, classes=7):
 def test_a_model_that_is_not_a_probability_model_is_refused(kind, message, photos, tmp_path, capsys):
     path = linear_onnx(tmp_path / f"{kind}.onnx", input_type=TensorProto.DOUBLE if kind == "float64" else
                        TensorProto.FLOAT, softmax=kind != "scores", classes=5 if kind == "classes5" else 7)
-    with pytest.raises(export.ModelFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        export.OnnxClassifier(path)
+    with pytest.raises(ModelFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        OnnxClassifier(path)
     code, out, err = predict(capsys, photos / "astronaut.png", "--model", path)
     assert code == cli.EXIT_ERROR and out == "" and error_lines(err) == [err.strip()] and message in err
     assert "Traceback" not in err and "667" not in out
 
 
 def test_a_softmax_model_passes_the_probe(tmp_path):
-    classifier = export.OnnxClassifier(linear_onnx(tmp_path / "ok.onnx"))
+    classifier = OnnxClassifier(linear_onnx(tmp_path / "ok.onnx"))
     assert classifier.predict(np.zeros((3, 48, 48), np.uint8)).sum(axis=1) == pytest.approx(1, abs=1e-5)
 
 
@@ -281,7 +284,7 @@ def test_out_of_range_options_are_refused(photos, capsys, option):
     assert stop.value.code == cli.EXIT_ERROR and len(error_lines(err)) == 1
     assert error_lines(err)[0].startswith(f"error: argument {option[0]}: ")
     with pytest.raises(ValueError, match="margin=-5"):
-        realtime.Recognizer(lambda x: x, realtime.HaarDetector(), margin=-5)
+        Recognizer(lambda x: x, HaarDetector(), margin=-5)
 
 
 def test_a_folder_given_to_predict_is_searched_for_images(model, photos, tmp_path, capsys):

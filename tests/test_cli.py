@@ -9,7 +9,7 @@ import sys
 import cv2
 import pytest
 
-from fer_utils import cli, export, realtime, synthetic
+from fer_utils import cli, media, model_file, samples
 from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
 from onnx_helpers import tiny_onnx
 
@@ -54,7 +54,7 @@ def test_predict_csv_and_a_missing_image(model, astronaut, tmp_path, capsys):
 
 
 def test_missing_released_model_says_how_to_get_one(astronaut, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(export, "RELEASED_MODEL", tmp_path / "models" / "fer_champion.onnx")
+    monkeypatch.setattr(model_file, "RELEASED_MODEL", tmp_path / "models" / "fer_champion.onnx")
     assert cli.main(["predict", str(astronaut)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("error: no model at ") and "fer_champion.onnx" in err and "notebook 09" in err
@@ -73,13 +73,13 @@ def test_wrong_model_file_is_a_clear_error(astronaut, tmp_path, capsys):
 
 
 def test_run_on_a_clip_writes_the_annotated_video(model, tmp_path, capsys):
-    clip = synthetic.make_test_clip(12, no_face_frames=2, path=tmp_path / "clip.mp4")
+    clip = samples.make_test_clip(12, no_face_frames=2, path=tmp_path / "clip.mp4")
     out = tmp_path / "annotated.mp4"
     code = cli.main(["run", "--source", str(tmp_path / "clip.mp4"), "--out", str(out), "--model", str(model),
                      "--detect-every", "3", "--max-frames", "10", "--no-show"])
     printed = capsys.readouterr().out
     assert code == 0 and "FPS" in printed and "classify" in printed and str(out) in printed
-    assert len(realtime.read_video(out)) == 10 and len(clip) == 12
+    assert len(media.read_video(out)) == 10 and len(clip) == 12
 
 
 @pytest.mark.parametrize("source, message", [("96", "no camera at index 96"),
@@ -95,7 +95,7 @@ def test_run_bad_sources_are_clear_errors(model, tmp_path, capsys, source, messa
 
 def test_make_clip_command(tmp_path, capsys):
     assert cli.main(["make-clip", str(tmp_path / "c.mp4"), "--frames", "5"]) == 0
-    assert len(realtime.read_video(tmp_path / "c.mp4")) == 5
+    assert len(media.read_video(tmp_path / "c.mp4")) == 5
 
 
 def test_predict_a_folder_tree_as_csv_with_a_summary_line(model, astronaut, tmp_path, capsys):
@@ -121,7 +121,7 @@ def test_run_writes_the_table_of_expressions(model, tmp_path, capsys):
     from fer_utils import ExpressionRecognizer
 
     clip = tmp_path / "clip.mp4"
-    synthetic.make_test_clip(12, no_face_frames=2, path=clip)
+    samples.make_test_clip(12, no_face_frames=2, path=clip)
     table = tmp_path / "tables" / "frames.csv"
     code = cli.main(["run", "--source", str(clip), "--csv", str(table), "--model", str(model), "--seconds", "0.6",
                      "--no-show"])
@@ -135,3 +135,16 @@ def test_run_writes_the_table_of_expressions(model, tmp_path, capsys):
     expected = ExpressionRecognizer(model).analyze_video(clip, seconds=0.6, progress=False)  # the same answer
     pd.testing.assert_frame_equal(written, expected.astype({c: "float64" for c in ("face", "x", "y", "w", "h")})
                                   .astype({"label": "object"}), check_dtype=False)
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra(astronaut, model, monkeypatch, capsys):
+    """``--detector mtcnn`` without mtcnn installed (hidden here): one ``error:`` line that names
+    the extra to install, status 4, no traceback."""
+    from fer_utils import detection
+
+    monkeypatch.setattr(detection, "import_keras", lambda: None)  # (TensorFlow is installed here; mtcnn is not)
+    monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` fails as if it were not installed
+    code = cli.main(["predict", str(astronaut), "--model", str(model), "--detector", "mtcnn"])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_MISSING_EXTRA == 4 and out == ""
+    assert err == 'error: the MTCNN face detector needs mtcnn, which is not installed: pip install "fer_utils[mtcnn]"\n'

@@ -1,9 +1,9 @@
-"""The synthetic stand-in: FER2013-like shape and imbalance, and learnable expression cues; the test clip."""
+"""The synthetic stand-in: FER2013-like shape and imbalance, and learnable expression cues."""
 
 import numpy as np
 import pytest
 
-from fer_utils import config, realtime, synthetic
+from fer_utils import config
 from fer_utils.config import CLASS_NAMES, TEST, TRAIN, USAGES, VAL
 from fer_utils.synthetic import make_synthetic_fer
 
@@ -56,12 +56,3 @@ def test_a_tiny_keras_model_learns_it_far_above_chance():
     majority = np.bincount(y_val).max() / len(y_val)
     assert accuracy > 0.6, f"val accuracy {accuracy:.2f} (chance 0.14, majority {majority:.2f})"
     assert TEST in ds.usage
-
-
-def test_test_clip_frames_and_file(tmp_path):
-    path = tmp_path / "clip.mp4"
-    frames = synthetic.make_test_clip(8, size=(320, 240), no_face_frames=2, path=path,
-                                     fer_faces=np.full((2, 48, 48), 128, np.uint8))
-    assert len(frames) == 8 and frames[0].shape == (240, 320, 3) and frames[0].dtype == np.uint8
-    assert np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
-    assert len(realtime.read_video(path)) == 8

@@ -1,0 +1,204 @@
+"""The model file: which ONNX file runs, its model card, and :class:`OnnxClassifier`, which runs it.
+
+Runtime code (the recognizer, API, CLI and app) finds its model here and nowhere else:
+
+- :func:`find_model` is the one answer to "which ONNX file": a path the user gave, else the
+  released model (:func:`released_model`: ``models/fer_champion.onnx`` in a checkout, where
+  notebook 09 writes it; the copy installed inside the package, ``fer_utils/released/``,
+  elsewhere), else ``fer_champion.onnx`` in the folders a caller adds (a notebook's models folder).
+- :func:`read_model_card` is the one reader of the Markdown card beside a model
+  (``<name>.md``, written by ``export.model_card``): the Keras run it came from and its PrivateTest accuracy.
+- :class:`OnnxClassifier` runs a model with ONNX Runtime and refuses, when it loads, any file
+  that is not a 7-class FER probability model (:class:`ModelFileError`, naming the file).
+
+The lab's ``export`` (conversion, quantization, benchmarks, release) imports these from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnxruntime as ort
+
+from .config import IMAGE_SIZE, MODELS_DIR, NUM_CLASSES
+
+#: The released model in a source checkout (what notebook 09 writes, and what the CLI, the API
+#: and the app run when no model is given).
+RELEASED_MODEL = MODELS_DIR / "fer_champion.onnx"
+#: Where an installed (non-editable) package keeps the released model (see pyproject.toml:
+#: ``models/`` of the source tree is the package ``fer_utils.released``, holding only the model and its card).
+PACKAGED_MODEL = Path(__file__).resolve().parent / "released" / RELEASED_MODEL.name
+HOW_TO_GET_A_MODEL = (
+    "export one with notebook 09 (`make 09`, which writes models/fer_champion.onnx from the best "
+    "trained model), or pass --model PATH to any .onnx file exported by fer_utils.export.export_onnx"
+)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or not a FER classifier; the message names the path."""
+
+
+def released_model() -> Path:
+    """The released model: ``models/fer_champion.onnx`` in a source checkout (what notebook 09
+    writes), else the copy installed inside the package. The checkout's path when neither exists."""
+    return PACKAGED_MODEL if not RELEASED_MODEL.is_file() and PACKAGED_MODEL.is_file() else RELEASED_MODEL
+
+
+def find_model(model: str | os.PathLike | None = None, folders: Iterable[str | os.PathLike] = (),
+               hint: str = HOW_TO_GET_A_MODEL) -> Path:
+    """The ONNX file to run: ``model`` if given, else the released model (:func:`released_model`),
+    else ``fer_champion.onnx`` in one of ``folders``. :class:`ModelFileError` for a missing file
+    (the message ends with ``hint``, how to get one) or a Keras file (only ONNX models run here)."""
+    if model is None:
+        candidates = [released_model(), *(Path(folder) / RELEASED_MODEL.name for folder in folders)]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise ModelFileError(f"no model at {released_model()}: the released model is not in this checkout yet; "
+                                 f"{hint}")
+        return found
+    path = Path(model)
+    if not path.exists():
+        raise ModelFileError(f"no model at {path}: no such file; {hint}")
+    if path.suffix == ".keras":
+        raise ModelFileError(f"{path}: a Keras model; only ONNX models run here: convert it with "
+                             "fer_utils.export.export_onnx (or notebook 09)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The model card
+
+#: What ``export.model_card`` writes, as the reader finds it.
+_CARD_RUN = re.compile(r"Keras run `([^`]+)`")
+_CARD_ACCURACY = re.compile(r"PrivateTest accuracy ([\d.]+)%")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The model card beside an ONNX file (``<name>.md``): its text, the Keras run the model was
+    exported from and its PrivateTest accuracy (0-1), each None where the card does not say."""
+
+    path: Path
+    text: str
+
+    @property
+    def source_run(self) -> str | None:
+        match = _CARD_RUN.search(self.text)
+        return match.group(1) if match else None
+
+    @property
+    def private_test_accuracy(self) -> float | None:
+        match = _CARD_ACCURACY.search(self.text)
+        return float(match.group(1)) / 100 if match else None
+
+
+def read_model_card(onnx_path: str | os.PathLike) -> ModelCard | None:
+    """The card beside ``onnx_path`` (same name, ``.md``), or None without one."""
+    card = Path(onnx_path).with_suffix(".md")
+    return ModelCard(card, card.read_text(errors="replace")) if card.is_file() else None
+
+
+def source_run(onnx_path: str | os.PathLike) -> str | None:
+    """The Keras run an ONNX file was exported from, as the model card beside it names it
+    ("exported from the Keras run `RUN`"); None without a card or that line."""
+    card = read_model_card(onnx_path)
+    return card.source_run if card else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a model
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (at most 200 characters), or its type's name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+class OnnxClassifier:
+    """An exported FER classifier in an ONNX Runtime session.
+
+    ``predict(faces)`` takes faces ``(N, 48, 48)`` (uint8 or float, values 0-255; a single
+    ``(48, 48)`` face is accepted) and returns float32 probabilities ``(N, 7)``, so it plugs into
+    ``evaluate.evaluate_splits``. ``threads`` sets ONNX Runtime's intra-op threads (None: its
+    default, one per physical core). A missing, unreadable or non-FER model file raises
+    :class:`ModelFileError` naming the path: the input must be float32 ``(N, 48, 48)`` (or
+    ``(N, 48, 48, 1)``), and on a probe batch the output must be ``(N, 7)`` probabilities (in
+    0-1, each row summing to 1), so raw scores (no softmax) are refused when the model is loaded.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: no such model file")
+        if self.path.is_dir():
+            raise ModelFileError(f"{self.path}: is a folder, not an .onnx model file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
+            raise ModelFileError(f"{self.path}: not a valid ONNX model ({_first_line(exc)})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shape = list(inputs[0].shape)
+        if len(inputs) != 1 or len(shape) not in (3, 4) or shape[1:3] != [IMAGE_SIZE, IMAGE_SIZE] \
+                or outputs[0].shape[-1] != NUM_CLASSES:
+            raise ModelFileError(
+                f"{self.path}: not a FER classifier (expects one input (N, 48, 48) and {NUM_CLASSES} "
+                f"outputs; this model has inputs {[i.shape for i in inputs]} and outputs {[o.shape for o in outputs]})")
+        if inputs[0].type != "tensor(float)":
+            raise ModelFileError(f"{self.path}: not a FER classifier: its input {inputs[0].name!r} is "
+                                 f"{inputs[0].type}; expected float32 faces (N, 48, 48) with values 0-255 "
+                                 "(export_onnx writes that)")
+        self.input_name, self.rank = inputs[0].name, len(shape)
+        self.threads = threads or int(options.intra_op_num_threads) or None
+        self._check_probabilities()
+
+    def _check_probabilities(self, tolerance: float = 0.05) -> None:
+        """Run two probe faces; :class:`ModelFileError` unless they give ``(2, 7)`` probabilities.
+        ``tolerance`` allows an int8 model's quantized softmax."""
+        probe = np.random.default_rng(0).integers(0, 256, (2, IMAGE_SIZE, IMAGE_SIZE)).astype(np.uint8)
+        try:
+            out = self.predict(probe)
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
+            raise ModelFileError(f"{self.path}: cannot classify faces (N, 48, 48) ({_first_line(exc)})") from None
+        if out.shape != (len(probe), NUM_CLASSES):
+            raise ModelFileError(f"{self.path}: not a FER classifier: 2 probe faces gave an output of shape "
+                                 f"{out.shape}, expected (2, {NUM_CLASSES})")
+        sums = out.sum(axis=1)
+        if not np.isfinite(out).all() or out.min() < -tolerance / 10 or out.max() > 1 + tolerance / 10 \
+                or np.abs(sums - 1).max() > tolerance:
+            raise ModelFileError(
+                f"{self.path}: not a FER classifier: its outputs are not probabilities (a probe face's {NUM_CLASSES} "
+                f"values range {out.min():.4g} to {out.max():.4g} and sum to {sums[0]:.4g}, not 1); "
+                "export a model that ends in softmax (fer_utils.export.export_onnx)")
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Probabilities float32 ``(N, 7)`` for faces ``(N, 48, 48)`` with values 0-255."""
+        x = np.asarray(faces, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"faces must be (N, 48, 48), got {np.shape(faces)}")
+        if self.rank == 4:
+            x = x[..., None]
+        if len(x) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        out = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({str(self.path)!r}, threads={self.threads})"
