@@ -1,0 +1,73 @@
+"""The model file (``fer_utils.model_file``): the one resolver of "which ONNX file", the one
+model-card reader, and the optional-dependency message (``fer_utils.extras``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fer_utils import extras, model_file
+from fer_utils.model_file import ModelFileError, find_model, read_model_card, source_run
+
+
+@pytest.fixture
+def no_released_model(tmp_path, monkeypatch):
+    """A checkout without models/fer_champion.onnx and no package copy."""
+    monkeypatch.setattr(model_file, "RELEASED_MODEL", tmp_path / "checkout" / "fer_champion.onnx")
+    monkeypatch.setattr(model_file, "PACKAGED_MODEL", tmp_path / "package" / "fer_champion.onnx")
+    return tmp_path
+
+
+def test_find_model_takes_the_given_file_then_the_released_one_then_a_folder(no_released_model):
+    tmp = no_released_model
+    with pytest.raises(ModelFileError, match=r"no model at .*checkout/fer_champion\.onnx: the released model is not"):
+        find_model()
+    (tmp / "notebook").mkdir()
+    (tmp / "notebook" / "fer_champion.onnx").write_bytes(b"exported by notebook 09")
+    assert find_model(folders=[tmp / "notebook"]) == tmp / "notebook" / "fer_champion.onnx"
+    (tmp / "package").mkdir()
+    (tmp / "package" / "fer_champion.onnx").write_bytes(b"installed with the package")
+    assert model_file.released_model() == tmp / "package" / "fer_champion.onnx"
+    assert find_model(folders=[tmp / "notebook"]) == tmp / "package" / "fer_champion.onnx"
+    (tmp / "checkout").mkdir()
+    (tmp / "checkout" / "fer_champion.onnx").write_bytes(b"in the checkout")
+    assert find_model() == model_file.released_model() == tmp / "checkout" / "fer_champion.onnx"
+    given = tmp / "mine.onnx"
+    given.write_bytes(b"any file")
+    assert find_model(given) == given
+
+
+def test_find_model_refuses_a_missing_or_keras_file_with_a_hint(tmp_path):
+    with pytest.raises(ModelFileError, match=r"no model at .*absent\.onnx: no such file; set THIS"):
+        find_model(tmp_path / "absent.onnx", hint="set THIS")
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_text("x")
+    with pytest.raises(ModelFileError, match="a Keras model; only ONNX models run here: convert it with"):
+        find_model(keras_file)
+
+
+def test_the_model_card_gives_the_source_run_and_the_accuracy(tmp_path):
+    onnx_file = tmp_path / "fer_champion.onnx"
+    assert read_model_card(onnx_file) is None and source_run(onnx_file) is None
+    (tmp_path / "fer_champion.md").write_text(
+        "exported from the Keras run `03_cnn_small_none_cpu` (model ...\n- PrivateTest accuracy 68.63%, balanced")
+    card = read_model_card(onnx_file)
+    assert card.source_run == source_run(onnx_file) == "03_cnn_small_none_cpu"
+    assert card.private_test_accuracy == pytest.approx(0.6863)
+    (tmp_path / "fer_champion.md").write_text("a card that says neither")
+    assert read_model_card(onnx_file).source_run is None and read_model_card(onnx_file).private_test_accuracy is None
+
+
+def test_the_released_model_card_is_read():
+    if not model_file.RELEASED_MODEL.is_file():
+        pytest.skip("no released model in this checkout")
+    card = read_model_card(model_file.RELEASED_MODEL)
+    assert card.source_run and 0.2 < card.private_test_accuracy < 1
+
+
+def test_a_missing_optional_module_is_one_line_naming_the_extra():
+    with pytest.raises(extras.MissingExtra) as missing:
+        extras.require("no_such_module_here.sub", "plot", "the timeline plot")
+    assert str(missing.value) == ('the timeline plot needs no_such_module_here, which is not installed: '
+                                  'pip install "fer_utils[plot]"')
+    assert isinstance(missing.value, ImportError) and missing.value.__cause__ is None
+    assert extras.require("json", "plot", "anything").dumps([]) == "[]"
