@@ -22,7 +22,7 @@ Methods (``METHODS``), all with imbalanced-learn's samplers where one exists:
   ``clean_space="pixels"`` runs it on the raw pixels instead (slower, same idea);
 * ``augment``: augmented copies of the images of every class below the target, up to the target
   (default: largest), as in write-up 004's "balanced by augmentation", made by the training
-  augmentation (``train.make_augmenter("standard")``: flip, shift, rotation, zoom, noise; seeded).
+  augmentation (``models.make_augmenter("standard")``: flip, shift, rotation, zoom, noise; seeded).
 
 ``target`` is an int or one of ``"max"``, ``"min"``, ``"median"``, ``"mean"`` (of the class
 counts). Over-samplers raise every class below it to it, ``rus`` lowers every class above it to
@@ -48,10 +48,11 @@ from scipy.optimize import minimize_scalar
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.class_weight import compute_class_weight
-from .progress import tqdm
 
 from .config import CLASS_NAMES, NUM_CLASSES
 from .data import sample_per_class
+from .models import make_augmenter
+from .progress import tqdm
 
 METHODS: tuple[str, ...] = ("none", "ros", "rus", "hybrid", "smote", "smote_tomek", "smote_enn", "augment")
 
@@ -300,12 +301,8 @@ def _smote(x, y, counts, target, seed, k_neighbors=5, n_jobs=None, clean=None, c
 
 def _augment(x, y, counts, target, seed, progress=True, batch_size=256, **_):
     """Augmented copies of the images of every class below the target, each drawn about equally
-    often, made by the training augmentation (``train.make_augmenter("standard")``: the same
+    often, made by the training augmentation (``models.make_augmenter("standard")``: the same
     Keras layers and settings as augmented training)."""
-    from .config import import_keras
-    from .train import make_augmenter  # Keras: imported only when augmenting
-
-    keras = import_keras()
     rng = np.random.default_rng(seed)
     sources = []
     for c, n in enumerate(counts):
@@ -319,7 +316,7 @@ def _augment(x, y, counts, target, seed, progress=True, batch_size=256, **_):
     for lo in tqdm(range(0, len(sources), batch_size), desc="augmenting", unit=" batch", disable=not progress,
                    leave=False):
         batch = x[sources[lo:lo + batch_size], ..., None].astype(np.float32)
-        new[lo:lo + len(batch)] = _to_uint8(keras.ops.convert_to_numpy(augmenter(batch, training=True))[..., 0])
+        new[lo:lo + len(batch)] = _to_uint8(np.asarray(augmenter(batch, training=True))[..., 0])
     n = len(y)
     images = np.concatenate([x, new])
     labels = np.concatenate([y, y[sources]])

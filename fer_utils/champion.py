@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, import_keras
-from .evaluate import accuracy_interval, evaluate_splits, metrics_record, model_path, split_metrics
+from .evaluate import evaluate_splits, interval_text, metrics_record, was_capped, model_path, split_metrics
 from .export import (RELEASED_MODEL, OnnxClassifier, benchmark, export_onnx, load_keras_model, load_weights_from_onnx,
                      quantize_int8, source_run)
 from .models import PriorCorrection, build, multiply_adds
@@ -105,35 +105,10 @@ def train_seeds(store: RunStore, dataset, profile: Profile, seeds: list[int], sc
     for seed in seeds:
         record = train_champion(store, dataset, champion_config(profile, seed, schedule=schedule), release)
         target = seed_file(store, record.run_id)
-        if not record["train"].get("capped") and not target.exists() and record.model_path.exists():
+        if not was_capped(record["train"]) and not target.exists() and record.model_path.exists():
             export_onnx(load_keras_model(record), target)
         records.append(record)
     return records
-
-
-def seed_table(records: list[RunRecord], splits: tuple[str, ...] = (VAL, TEST)) -> pd.DataFrame:
-    """One row per seed of a recipe (accuracy with its 95% Wilson interval, balanced accuracy, on
-    each of ``splits``; epochs, minutes, faces/s and machine), then the mean and standard deviation
-    over the finished seeds. A run the time cap stopped is shown, marked, and left out of both."""
-    rows = {}
-    for r in records:
-        row = {}
-        for split in splits:
-            m = r["metrics"][split]
-            low, high = accuracy_interval(round(m["accuracy"] * m["n"]), m["n"])
-            row |= {f"{split} accuracy %": 100 * m["accuracy"], f"{split} 95% interval": f"{low:.1f}-{high:.1f}",
-                    f"{split} balanced %": 100 * m["balanced_accuracy"]}
-        t = r["train"]
-        rows[f"seed {r['params']['seed']}"] = row | {
-            "epochs": t["epochs"], "minutes": round(t["seconds"] / 60, 1), "faces/s": t["images_per_second"],
-            "machine": f"{t.get('cpu', 'unknown')}, {t.get('precision', 'unknown')}",
-            "counted": not t.get("capped") and t.get("stopped") == "completed"}
-    table = pd.DataFrame(rows).T
-    counted = table[table["counted"].astype(bool)]
-    numeric = [c for c in table.columns if c.endswith("%")]
-    summary = pd.DataFrame({f"mean over {len(counted)} seeds": counted[numeric].astype(float).mean(),
-                            "standard deviation": counted[numeric].astype(float).std(ddof=1)}).T
-    return pd.concat([table, summary]).round(2)
 
 
 def rebuild_from_onnx(store: RunStore, dataset, run_id: str, config: TrainConfig, onnx_path: str | Path,
@@ -300,6 +275,32 @@ def choose_tau(frontier: pd.DataFrame, balanced_floor: float = 62.0) -> float:
     return float(allowed["accuracy"].idxmax() if len(allowed) else frontier["balanced accuracy"].idxmax())
 
 
+def choose_tau_as_first_written(frontier: pd.DataFrame, max_accuracy_drop: float = 0.5) -> float:
+    """The release rule as first written (commit 0fafaf1), kept to report what it would have
+    released: the most balanced tau among those losing at most ``max_accuracy_drop`` points of
+    PublicTest accuracy against no correction."""
+    allowed = frontier[frontier["accuracy"] >= frontier.loc[0.0, "accuracy"] - max_accuracy_drop]
+    return float(allowed["balanced accuracy"].idxmax())
+
+
+def tau_rules(proba_by_split: dict[str, np.ndarray], ds, y_train: np.ndarray, frontier: pd.DataFrame,
+              balanced_floor: float) -> pd.DataFrame:
+    """Each release rule's tau (chosen on PublicTest's ``frontier``) and what it scores on every
+    split of ``proba_by_split`` (the uncorrected model's probabilities): PrivateTest is shown, never
+    used to choose."""
+    rules = {"today's rule (most accurate above the balanced floor)": choose_tau(frontier, balanced_floor),
+             "first rule (most balanced within 0.5 points)": choose_tau_as_first_written(frontier)}
+    rows = {}
+    for name, tau in rules.items():
+        row = {"tau": tau}
+        for split, proba in proba_by_split.items():
+            m = split_metrics(ds.split(split)[1], proba * prior_weights(y_train, tau))
+            row |= {f"{split} accuracy %": 100 * m["accuracy"], f"{split} 95% interval": interval_text(m),
+                    f"{split} balanced %": 100 * m["balanced_accuracy"]}
+        rows[name] = row
+    return pd.DataFrame(rows).T.round(2)
+
+
 def tta_latency(model: keras.Model, crop: int | None, faces: np.ndarray, out_dir: str | Path,
                 kinds: tuple[str, ...] = TTA_KINDS, repeats: int = 300,
                 calibration_faces: np.ndarray | None = None) -> pd.DataFrame:
@@ -356,7 +357,11 @@ def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: s
     """The trained champion (``record``, trained on ``dataset``) with prior correction ``tau``
     (and the test-time views ``tta``, default: as trained) inside its graph, saved in ``store`` as
     its own model and metrics file (``release: true``, what notebook 09 exports). Its metrics are
-    computed from the saved model; training facts are the trained run's."""
+    computed from the saved model; training facts are the trained run's. A run the time cap stopped
+    is never released (``ValueError``)."""
+    if was_capped(record["train"]):
+        raise ValueError(f"{record['run']}: stopped by the time cap ({record['train']['stopped']}) before its "
+                         f"{record['params']['epochs']} epochs; a capped run is never released")
     ds = dataset
     y_train = ds.split(TRAIN)[1]
     base = keras.models.load_model(model_path(record), compile=False)

@@ -30,6 +30,8 @@ from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
 from .data import FERDataset, without_training_duplicates
 from .files import write_text_atomic
 
+#: How a record's ``train.stopped`` starts when the time cap stopped the run before its epochs.
+CAPPED = "time budget"
 CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear in Training
 EVAL_SPLITS = (VAL, TEST, CLEAN_TEST)
 
@@ -96,6 +98,68 @@ def accuracy_interval(correct: int, n: int, level: float = 0.95) -> tuple[float,
 
     low, high = proportion_confint(correct, n, alpha=1 - level, method="wilson")
     return 100 * float(low), 100 * float(high)
+
+
+def was_capped(train: dict) -> bool:
+    """Whether a record's ``train`` entry says the time cap stopped it (``capped``, or, in records
+    written before that field, its ``stopped`` reason): never released, never counted as a seed."""
+    return bool(train.get("capped") or str(train.get("stopped", "")).startswith(CAPPED))
+
+
+def interval_text(split_metrics_: dict) -> str:
+    """A split's accuracy interval (``accuracy_interval``) as text, e.g. ``67.1-70.1``."""
+    low, high = accuracy_interval(round(split_metrics_["accuracy"] * split_metrics_["n"]), split_metrics_["n"])
+    return f"{low:.1f}-{high:.1f}"
+
+
+def seed_table(records: list[dict], splits: tuple[str, ...] = (VAL, TEST)) -> pd.DataFrame:
+    """One row per seed of a recipe (accuracy with its 95% Wilson interval and balanced accuracy on
+    each of ``splits``; epochs, minutes, faces/s and machine), then the mean and standard deviation
+    over the finished seeds. A run the time cap stopped is shown, marked, and left out of both."""
+    rows = {}
+    for r in records:
+        row = {}
+        for split in splits:
+            m = r["metrics"][split]
+            row |= {f"{split} accuracy %": 100 * m["accuracy"], f"{split} 95% interval": interval_text(m),
+                    f"{split} balanced %": 100 * m["balanced_accuracy"]}
+        t = r["train"]
+        rows[f"seed {r['params']['seed']}"] = row | {
+            "epochs": t["epochs"], "minutes": round(t["seconds"] / 60, 1), "faces/s": t["images_per_second"],
+            "machine": f"{t.get('cpu', 'unknown')}, {t.get('precision', 'unknown')}",
+            "counted": not was_capped(t)}
+    table = pd.DataFrame(rows).T
+    counted = table[table["counted"].astype(bool)]
+    numeric = [c for c in table.columns if c.endswith("%")]
+    summary = pd.DataFrame({f"mean over {len(counted)} seeds": counted[numeric].astype(float).mean(),
+                            "standard deviation": counted[numeric].astype(float).std(ddof=1)}).T
+    return pd.concat([table, summary]).round(2)
+
+
+def paired_seeds(a: list[dict], b: list[dict], ds: FERDataset, split: str = TEST) -> pd.DataFrame:
+    """Two recipes ``a`` and ``b`` run with the same seeds, seed by seed on ``split``: each one's
+    accuracy, the difference (b - a, points) and the exact McNemar p of the pair from their per-face
+    predictions (empty for a record written before they were kept); then the differences' mean and
+    standard deviation over the seeds both finished."""
+    by_seed = {r["params"]["seed"]: r for r in b}
+    y = ds.split(split)[1]
+    rows = {}
+    for ra in a:
+        rb = by_seed.get(ra["params"]["seed"])
+        if rb is None:
+            continue
+        pa, pb = predicted_classes(ra["metrics"][split]), predicted_classes(rb["metrics"][split])
+        rows[f"seed {ra['params']['seed']}"] = {
+            "a %": 100 * ra["metrics"][split]["accuracy"], "b %": 100 * rb["metrics"][split]["accuracy"],
+            "b - a (points)": 100 * (rb["metrics"][split]["accuracy"] - ra["metrics"][split]["accuracy"]),
+            "McNemar p": mcnemar_p(y, pa, pb) if pa is not None and pb is not None else np.nan}
+    table = pd.DataFrame(rows).T
+    diff = table["b - a (points)"].astype(float)
+    table.loc[f"mean over {len(diff)} seeds"] = {"a %": table["a %"].mean(), "b %": table["b %"].mean(),
+                                                 "b - a (points)": diff.mean(), "McNemar p": np.nan}
+    table.loc["standard deviation"] = {"a %": table["a %"].iloc[:-1].std(ddof=1), "b %": table["b %"].iloc[:-1].std(ddof=1),
+                                       "b - a (points)": diff.std(ddof=1), "McNemar p": np.nan}
+    return table
 
 
 def mcnemar_p(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> float:
@@ -192,8 +256,11 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
             "profile": r.get("profile", ""),
             "epochs": r.get("train", {}).get("epochs"),
             "train_min": round(r.get("train", {}).get("seconds", 0) / 60, 1),
+            "capped": was_capped(r.get("train", {})),
             "PublicTest_acc": _pct(val.get("accuracy")),
+            "PublicTest_acc_95": interval_text(val) if val else None,
             "PrivateTest_acc": _pct(test.get("accuracy")),
+            "PrivateTest_acc_95": interval_text(test) if test else None,
             "PrivateTest_bal_acc": _pct(test.get("balanced_accuracy")),
             "PrivateTest_macro_f1": _pct(test.get("macro_f1")),
             "PrivateTest_top2": _pct(test.get("top2")),
@@ -208,7 +275,7 @@ def against_claims(claims: dict[str, tuple[float, str, str]], records: dict[str,
     """Each write-up's claim beside this project's number for the same model: ``claims`` maps a
     row label to ``(claimed accuracy %, source, what differs here)``, ``records`` the same labels
     to metrics records (labels without a record are left out). Columns: the claim, our accuracy
-    on ``split`` (PrivateTest unless the comparison needs another test set), the gap in points,
+    on ``split`` (PrivateTest unless the comparison needs another test set) with its 95% interval, the gap in points,
     epochs, how training stopped, the PublicTest gain of its last epochs (``late_gain``: whether
     it had converged) and what differs."""
     rows = {}
@@ -216,10 +283,12 @@ def against_claims(claims: dict[str, tuple[float, str, str]], records: dict[str,
         if (record := records.get(label)) is None:
             continue
         ours = 100 * record["metrics"][split]["accuracy"]
-        rows[label] = {"write-up": source, "claim %": claim, "ours %": round(ours, 2), "measured on": split,
+        rows[label] = {"write-up": source, "claim %": claim, "ours %": round(ours, 2),
+                       "95% interval": interval_text(record["metrics"][split]), "measured on": split,
                        "gap (points)": round(ours - claim, 2), "epochs": record["train"]["epochs"],
                        "stopped": record["train"]["stopped"],
-                       "PublicTest gain, last 5 epochs": late_gain(record.get("history", {})), "what differs": differs}
+                       "PublicTest gain, last 5 epochs": late_gain(record.get("history", {})), "what differs": differs,
+                       "run": record.get("run", "")}
     return pd.DataFrame(rows).T
 
 
@@ -270,7 +339,8 @@ def _claims_markdown(table: pd.DataFrame) -> str:
         "Each write-up's claim beside this project's converged number for the same model, from every "
         "notebook's claims table (`reports/tables/*_against_claims.csv`), generated by "
         "`fer_utils.evaluate.write_summary`. Ours is PrivateTest accuracy on the official split unless "
-        "`measured on` says otherwise; `PublicTest gain, last 5 epochs` under 0.3 points means the run "
+        "`measured on` says otherwise, with its 95% Wilson interval (a claim inside it is within noise of ours); "
+        "`PublicTest gain, last 5 epochs` under 0.3 points means the run "
         "had converged; `what differs` gives the reason for the gap.\n\n"
     )
     return head + (markdown_table(table) if not table.empty else "No claims tables yet.") + "\n"
@@ -281,7 +351,7 @@ def _summary_markdown(table: pd.DataFrame) -> str:
         "# Results\n\n"
         "Every trained model of the project, generated from `reports/metrics/*.json` by "
         "`fer_utils.evaluate.write_summary`. Accuracies in percent; models chosen on PublicTest, "
-        "reported on PrivateTest; `PrivateTest_clean` leaves out the PrivateTest images whose pixels "
+        "reported on PrivateTest, each accuracy with its 95% Wilson interval (`_95`); `PrivateTest_clean` leaves out the PrivateTest images whose pixels "
         "also appear in Training. `weights: none` means trained from scratch.\n\n"
     )
     if table.empty:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .config import CLASS_NAMES, TEST, VAL
 from .evaluate import model_path, read_metrics, trained_runs, write_metrics
+from .naming import DEFAULT_SEED, describe_run
 
 
 class RunRecord(dict):
@@ -35,9 +36,7 @@ class RunRecord(dict):
 
     @property
     def label(self) -> str:
-        """The run in words, for tables and figures (``plots.describe_run``)."""
-        from .plots import describe_run
-
+        """The run in words, for tables and figures (``naming.describe_run``)."""
         return describe_run(self)
 
     def score(self, key: str, split: str) -> float:
@@ -79,8 +78,6 @@ class RunRecord(dict):
 
 #: The folder (inside the metrics folder) of records that a later training of the same run replaced.
 SUPERSEDED = "superseded"
-#: The seed whose runs keep the names they had before seeds were part of a run's name.
-DEFAULT_SEED = 42
 #: Settings that guard a run without defining it: a time cap is a safety net (a run it stops is
 #: marked ``capped``), so changing it does not make a finished run a different one.
 NOT_IDENTITY = ("time_budget_s",)

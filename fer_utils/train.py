@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
-from .evaluate import evaluate_splits, metrics_record
-from .models import AverageViews, HorizontalFlip, ViewsToBatch
+from .evaluate import CAPPED, evaluate_splits, metrics_record
+from .models import AverageViews, HorizontalFlip, ViewsToBatch, make_augmenter
 from .progress import batch_run
 from .runs import RunRecord, RunStore
 
@@ -45,8 +45,6 @@ TTA_KINDS = ("none", "flip", "ten_crop")
 SCHEDULES = ("constant", "cosine", "cosine_budget", "plateau")
 #: Where the cosine schedules end, as a fraction of the initial learning rate.
 COSINE_FLOOR = 0.01
-#: How ``FitResult.stopped`` starts when the time cap stopped a run before its epochs.
-CAPPED = "time budget"
 #: Ways of mixing training faces and their labels (``TrainConfig.mix``).
 MIX_KINDS = (None, "mixup", "cutmix")
 
@@ -269,38 +267,6 @@ class FaceBatches(keras.utils.PyDataset):
             mixed = self.mixer({"images": batch[0][..., None], "labels": batch[1]}, training=True)
             batch = (np.asarray(mixed["images"])[..., 0], np.asarray(mixed["labels"]))
         return batch if self.sample_weight is None else (*batch, self.sample_weight[rows])
-
-
-def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0,
-                   erasing: float = 0.0) -> keras.Sequential | None:
-    """Keras augmentation layers for ``(B, 48, 48, 1)`` faces on the 0-255 scale, active in
-    training only. With ``crop``, the shift is the crop's (up to ``(48 - crop) / 2`` pixels each
-    way), so the centre crop that follows is a random crop. ``erasing`` > 0 ends the stack with
-    random erasing of a patch with that probability."""
-    if erasing:
-        stack = make_augmenter(kind, crop, seed)
-        erase = layers.RandomErasing(factor=(erasing, erasing), value_range=(0, 255), seed=seed)
-        return keras.Sequential([*(stack.layers if stack else []), erase], name=f"{stack.name if stack else 'augment'}_erasing")
-    if kind in (None, "none") and not crop:
-        return None
-    shift = (IMAGE_SIZE - crop) / 2 / IMAGE_SIZE if crop else 0.1
-    shift_layer = layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed)
-    if kind in (None, "none"):
-        return keras.Sequential([shift_layer], name="augment_crop")
-    if kind == "flip":
-        return keras.Sequential([layers.RandomFlip("horizontal", seed=seed), *([shift_layer] if crop else [])],
-                                name="augment_flip")
-    if kind == "standard":
-        return keras.Sequential([
-            layers.RandomFlip("horizontal", seed=seed),
-            shift_layer,
-            layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
-            layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
-            layers.Rescaling(1 / 255),
-            layers.GaussianNoise(0.02, seed=seed),  # on the 0-1 scale: about 5 grey levels
-            layers.Rescaling(255),
-        ], name="augment_standard")
-    raise ValueError(f"augment={kind!r}: choose None, 'flip' or 'standard'")
 
 
 def _views(x, crop: int | None, tta: str) -> list:

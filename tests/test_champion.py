@@ -75,6 +75,9 @@ def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
     x, y = run.dataset.split("PrivateTest")
     assert released["metrics"]["PrivateTest"]["accuracy"] == pytest.approx(
         float((model.predict(x, verbose=0).argmax(1) == y).mean()))
+    capped = {**record, "train": {**record["train"], "stopped": "time budget (60 s)", "capped": True}}
+    with pytest.raises(ValueError, match="never released"):
+        champion.release_candidate(run.store, run.dataset, capped, tau=1.0)
     # notebook 09 exports it first, whatever the PublicTest order
     chosen = runs.select_for_export([record, released], n_others=1)
     assert chosen[0]["run"] == released["run"]
@@ -196,7 +199,7 @@ def test_seeds_are_runs_of_their_own_kept_as_onnx_and_rebuilt_on_a_fresh_clone(t
     again = champion.train_seeds(run.store, run.dataset, run.profile, [42, 7], release=tmp_path / "none.onnx")
     assert [r["train"] for r in again] == [r["train"] for r in first]  # rebuilt and loaded, not retrained
     assert capsys.readouterr().out.count("Keras model rebuilt from") == 2
-    table = champion.seed_table(again)
+    table = evaluate.seed_table(again)
     assert list(table.index) == ["seed 42", "seed 7", "mean over 2 seeds", "standard deviation"]
     public = [100 * r["metrics"]["PublicTest"]["accuracy"] for r in again]
     assert table.loc["mean over 2 seeds", "PublicTest accuracy %"] == pytest.approx(np.mean(public), abs=0.01)
@@ -205,5 +208,5 @@ def test_seeds_are_runs_of_their_own_kept_as_onnx_and_rebuilt_on_a_fresh_clone(t
     assert low < table.loc["seed 7", "PrivateTest accuracy %"] < high
     capped = {**again[1], "params": {**again[1]["params"], "seed": 8},
               "train": {**again[1]["train"], "capped": True, "stopped": "time budget (60 s)"}}
-    with_capped = champion.seed_table([*again, runs.RunRecord(capped)])
+    with_capped = evaluate.seed_table([*again, runs.RunRecord(capped)])
     assert "mean over 2 seeds" in with_capped.index and not with_capped.loc["seed 8", "counted"]

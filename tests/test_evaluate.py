@@ -97,7 +97,7 @@ def test_summary_lists_every_run(tmp_path):
 
 def test_against_claims_puts_our_number_beside_the_write_up_and_says_if_it_converged():
     def rec(acc, val):
-        return {"metrics": {"PrivateTest": {"accuracy": acc}}, "train": {"epochs": len(val), "stopped": "completed"},
+        return {"metrics": {"PrivateTest": {"accuracy": acc, "n": 1000}}, "train": {"epochs": len(val), "stopped": "completed"},
                 "history": {"val_accuracy": val}}
 
     converged = rec(0.62, [0.40, 0.55, 0.600, 0.601, 0.602, 0.602, 0.602, 0.602])
@@ -106,10 +106,11 @@ def test_against_claims_puts_our_number_beside_the_write_up_and_says_if_it_conve
                                     {"a": converged, "b": rising})
     assert list(table.index) == ["a", "b"]  # no record, no row
     assert table.loc["a", "gap (points)"] == pytest.approx(-0.16) and table.loc["b", "ours %"] == 50.0
+    assert table.loc["a", "95% interval"] == evaluate.interval_text({"accuracy": 0.62, "n": 1000}) == "59.0-65.0"
     assert table.loc["a", "PublicTest gain, last 5 epochs"] == pytest.approx(0.2)
     assert table.loc["b", "PublicTest gain, last 5 epochs"] == pytest.approx(22.0)
     assert np.isnan(evaluate.late_gain({"val_accuracy": [0.1, 0.2]}))
-    leaky = {"metrics": {"PrivateTest": {"accuracy": 0.57}, "leaky_test": {"accuracy": 0.569}},
+    leaky = {"metrics": {"PrivateTest": {"accuracy": 0.57, "n": 100}, "leaky_test": {"accuracy": 0.569, "n": 1000}},
              "train": {"epochs": 4, "stopped": "time budget"}}
     other = evaluate.against_claims({"leaky": (85.97, "003", "protocol")}, {"leaky": leaky}, split="leaky_test")
     assert other.loc["leaky", "ours %"] == 56.9 and other.loc["leaky", "measured on"] == "leaky_test"
@@ -120,7 +121,7 @@ def test_the_claims_of_every_notebook_are_collected_in_one_table(tmp_path):
         (tmp_path / "tables").mkdir(exist_ok=True)
         evaluate.against_claims(claims, records).to_csv(tmp_path / "tables" / f"{notebook}_{evaluate.CLAIMS_TABLE}.csv")
 
-    record = {"metrics": {"PrivateTest": {"accuracy": 0.65}}, "train": {"epochs": 50, "stopped": "completed"}}
+    record = {"metrics": {"PrivateTest": {"accuracy": 0.65, "n": 3589}}, "train": {"epochs": 50, "stopped": "completed"}}
     assert (evaluate.claims_table(tmp_path)).empty
     save("04_vgg_baseline", {"VGG, paper recipe": (73.28, "paper", "width 1/4")}, {"VGG, paper recipe": record})
     save("03_baselines_fc_cnn", {"small CNN": (62.16, "004", "crops"), "medium CNN": (65.29, "004", "")},
@@ -131,4 +132,44 @@ def test_the_claims_of_every_notebook_are_collected_in_one_table(tmp_path):
     assert table["gap (points)"].tolist() == pytest.approx([2.84, -0.29, -8.28])
     evaluate.write_summary(tmp_path)
     md = (tmp_path / "claims.md").read_text()
-    assert "| 04_vgg_baseline | VGG, paper recipe | paper | 73.28 | 65.0 | PrivateTest | -8.28 |" in md
+    assert "| 04_vgg_baseline | VGG, paper recipe | paper | 73.28 | 65.0 | 63.4-66.5 | PrivateTest | -8.28 |" in md
+
+
+def test_records_keep_every_face_and_intervals_are_wilson():
+    from fer_utils.synthetic import make_synthetic_fer
+
+    ds = make_synthetic_fer(300, seed=0)
+    rng = np.random.default_rng(0)
+    proba = {s: rng.dirichlet(np.ones(7), (ds.usage == s).sum()) for s in (VAL, TEST)}
+    metrics = evaluate.evaluate_predictions(proba, ds)
+    for split in (VAL, TEST):
+        np.testing.assert_array_equal(evaluate.predicted_classes(metrics[split]), proba[split].argmax(1))
+    assert evaluate.predicted_classes({"accuracy": 0.5}) is None  # an old record
+    low, high = evaluate.accuracy_interval(686, 1000)
+    assert low == pytest.approx(65.66, abs=0.01) and high == pytest.approx(71.41, abs=0.01)
+    assert evaluate.interval_text({"accuracy": 0.686, "n": 1000}) == "65.7-71.4"
+
+
+def test_paired_seeds_match_seeds_and_test_each_pair():
+    from fer_utils.synthetic import make_synthetic_fer
+
+    ds = make_synthetic_fer(300, seed=0)
+    y = ds.split(TEST)[1]
+
+    def run(seed, wrong):  # a record whose PrivateTest predictions get the first `wrong` faces wrong
+        pred = y.copy()
+        pred[:wrong] = (pred[:wrong] + 1) % 7
+        m = {TEST: {**evaluate.split_metrics(y, one_hot(pred)), "predicted": "".join(map(str, pred))}}
+        return {"params": {"seed": seed}, "metrics": m}
+
+    a = [run(1, 10), run(2, 12), run(3, 5)]
+    b = [run(2, 2), run(1, 0), run(4, 0)]  # seed 3 has no partner, seed 4 no counterpart
+    table = evaluate.paired_seeds(a, b, ds)
+    assert list(table.index) == ["seed 1", "seed 2", "mean over 2 seeds", "standard deviation"]
+    n = len(y)
+    assert table.loc["seed 1", "b - a (points)"] == pytest.approx(100 * 10 / n)
+    assert table.loc["seed 2", "McNemar p"] == pytest.approx(evaluate.mcnemar_p(
+        y, evaluate.predicted_classes(a[1]["metrics"][TEST]), evaluate.predicted_classes(b[0]["metrics"][TEST])))
+    assert table.loc["seed 1", "McNemar p"] < 0.01  # 10 faces only b gets right, none the other way
+    assert table.loc["mean over 2 seeds", "b - a (points)"] == pytest.approx(100 * 10 / n)
+    assert table.loc["standard deviation", "b - a (points)"] == pytest.approx(0.0)

@@ -1,37 +1,12 @@
-"""Figures: runs described in words, comparison charts without overlapping labels, and saved
+"""Figures: comparison charts without overlapping labels, and saved
 figures shown once in a notebook and closed."""
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from fer_utils import notebook, plots
+from fer_utils import naming, notebook, plots
 from fer_utils.notebook import start
-
-
-@pytest.mark.parametrize("run_id, words", [
-    ("06_vgg_w0.25_fc512_tuned_smote_enn_cpu", "VGG, quarter width, tuned recipe, SMOTE-ENN"),
-    ("04_vgg_paper_none_full", "VGG, full width, paper recipe"),
-    ("03_cnn_small_none_cpu", "small CNN"),
-    ("03_cnn_small_class_weights_smoke", "small CNN, class weights"),
-    ("03_fc_2304_256_512_7_none_cpu", "fully connected, hidden 256-512"),
-    ("05_resnet18_frozen_weighted_ce_none_cpu", "ResNet-18, frozen backbone, weighted cross-entropy"),
-    ("06_ensemble_ros_smote_smote_tomek_cpu", "ensemble: random oversampling + SMOTE + SMOTE-Tomek"),
-    ("11_vgg_w0.25_fc512_tuned_leaky_smote_before_split_cpu",
-     "VGG, quarter width, tuned recipe, SMOTE before the split (leaky)"),
-    ("12_champion_cnn_none_cpu", "champion CNN"),
-    ("something_else", "something else"),
-])
-def test_describe_run_from_a_run_id(run_id, words):
-    assert plots.describe_run(run_id) == words
-
-
-def test_describe_run_from_a_record_uses_its_fields():
-    record = {"run": "05_xception_finetune_ce_none_cpu", "model": "xception_finetune_ce", "sampling": "none",
-              "backbone": "xception", "mode": "finetune", "loss": "ce", "weights": "none"}
-    assert plots.describe_run(record) == "Xception, fine-tuned, cross-entropy, random init"
-    ensemble = {"run": "06_ensemble_all_four_cpu", "model": "ensemble", "sampling": "ros+smote+smote_tomek+smote_enn"}
-    assert plots.describe_run(ensemble) == "ensemble: random oversampling + SMOTE + SMOTE-Tomek + SMOTE-ENN"
 
 
 def _overlap(a, b):
@@ -41,7 +16,7 @@ def _overlap(a, b):
 def test_method_comparison_labels_do_not_overlap():
     runs = ["06_vgg_w0.25_fc512_tuned_smote_enn_cpu", "05_mobilenet_v3_large_frozen_weighted_ce_none_cpu",
             "11_vgg_w0.25_fc512_tuned_leaky_smote_before_split_cpu", "03_cnn_small_none_cpu", "12_champion_cnn_none_cpu"]
-    table = pd.DataFrame({"run": [plots.describe_run(r) for r in runs], "PrivateTest": [60, 40, 55, 52, 68],
+    table = pd.DataFrame({"run": [naming.describe_run(r) for r in runs], "PrivateTest": [60, 40, 55, 52, 68],
                           "balanced": [58, 35, 50, 45, 66]})
     fig = plots.method_comparison(table, "run", ["PrivateTest", "balanced"], "comparison")
     fig.canvas.draw()

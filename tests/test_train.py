@@ -225,7 +225,7 @@ def test_mixed_batches_blend_faces_and_labels(mix):
 
 
 def test_random_erasing_ends_the_training_augmentation(faces, tmp_path):
-    from fer_utils.train import make_augmenter
+    from fer_utils.models import make_augmenter
 
     stack = make_augmenter("flip", crop=40, erasing=0.5)
     assert type(stack.layers[-1]).__name__ == "RandomErasing" and len(stack.layers) == 3
