@@ -163,7 +163,7 @@ class ExpressionRecognizer:
     ``model``: an ``.onnx`` file (default: the released model, :func:`released_model`) or any
     function uint8 faces ``(N, 48, 48)`` -> probabilities ``(N, 7)`` (e.g. an
     :class:`model_file.OnnxClassifier`); ``detector``: ``haar`` (OpenCV's Haar cascade: fast,
-    frontal faces), ``mtcnn`` (slower, finds turned faces, levels the eyes; loads TensorFlow) or
+    frontal faces), ``mtcnn`` (slower, finds turned faces, levels the eyes; loads TensorFlow: the ``mtcnn`` extra) or
     a detector object; ``threads``: ONNX Runtime threads (None: one per core); ``margin``: the
     border added around a detected face, a share of its side (0-1); ``min_face``: the smallest
     face in a photo for the Haar cascade, a share of the image width (default 0.05).

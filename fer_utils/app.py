@@ -58,6 +58,7 @@ except ImportError:  # (the page says so when the live webcam is switched on)
     streamlit_webrtc = None
 import cv2
 import numpy as np
+import pandas as pd
 
 from fer_utils import detection, samples, saliency
 from fer_utils.api import ExpressionRecognizer, released_model
@@ -288,8 +289,6 @@ def annotate(analysis: Analysis, max_side: int = 960, min_side: int = 640) -> np
 def probability_table(face: FaceResult):
     """The face's probabilities as a DataFrame (index: expression, column ``probability``), in
     ``CLASS_NAMES`` order: what the bar chart shows."""
-    import pandas as pd
-
     return pd.DataFrame({"expression": list(CLASS_NAMES), "probability": np.asarray(face.proba, dtype=float)})
 
 
@@ -366,7 +365,7 @@ class LiveFeed:
 
     def __call__(self, frame):
         """streamlit-webrtc's ``video_frame_callback``: ``av.VideoFrame`` in and out."""
-        import av
+        import av  # PyAV comes with streamlit-webrtc (optional, the live webcam's): imported where a frame arrives
 
         return av.VideoFrame.from_ndarray(self.process(frame.to_ndarray(format="bgr24")), format="bgr24")
 
@@ -386,7 +385,7 @@ def webrtc_addresses() -> list[str]:
     browsers do), and only those a UDP datagram sent to itself reaches (an interface that is down
     or filtered keeps its address but carries nothing). Empty in a sandbox with no such address,
     where the live webcam cannot connect."""
-    from aioice.ice import get_host_addresses
+    from aioice.ice import get_host_addresses  # aioice comes with aiortc (optional, the live webcam's)
 
     return [address for address in get_host_addresses(use_ipv4=True, use_ipv6=True) if _udp_reaches_itself(address)]
 

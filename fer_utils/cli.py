@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", default=None,
                         help="ONNX model (default: models/fer_champion.onnx, the released model)")
     common.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
-                        help="face detector: haar (fast, default) or mtcnn (accurate, slow, levels the eyes)")
+                        help="face detector: haar (fast, default) or mtcnn (accurate, slow, levels the eyes; the mtcnn "
+                             "extra: mtcnn and TensorFlow)")
     common.add_argument("--margin", type=_number(float, 0.0, 1.0), default=0.1,
                         help="border added around a detected face (share of its side, 0-1)")
     common.add_argument("--threads", type=_number(int, 1), default=None,

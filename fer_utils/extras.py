@@ -7,9 +7,9 @@ face detector: mtcnn and TensorFlow), ``app`` (the browser app: Streamlit, WebRT
 for its sample photo, lime for its LIME view), ``train`` (the lab: TensorFlow, Keras, the
 balancing and export stack), ``notebooks`` and ``all``.
 
-Runtime code imports an optional package through :func:`require` (or inside
-:func:`needs_extra`), at the place that needs it; a missing one raises :class:`MissingExtra`, whose message is one line naming the extra to
-install (the CLI prints it and exits with ``cli.EXIT_MISSING_EXTRA``).
+Runtime code imports an optional package through :func:`require` (or inside :func:`needs_extra`),
+at the place that needs it; a missing one raises :class:`MissingExtra`, whose message is one line
+naming the extra to install (the CLI prints it and exits with ``cli.EXIT_MISSING_EXTRA``).
 """
 
 from __future__ import annotations

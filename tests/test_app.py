@@ -204,7 +204,8 @@ def test_the_model_accuracy_comes_from_the_model_card(tmp_path):
 def test_lime_without_the_lime_package_says_why(recognizer, monkeypatch):
     face = app.analyse(app.sample_photo(), recognizer).faces[0]
     monkeypatch.setitem(sys.modules, "lime.lime_image", None)  # as if lime were not installed
-    with pytest.raises(app.ExplainUnavailable, match=r'LIME needs lime, which is not installed: pip install "fer_utils\[app\]"'):
+    missing = r'LIME needs lime, which is not installed: pip install "fer_utils\[app\]"'
+    with pytest.raises(app.ExplainUnavailable, match=missing):
         app.explain_face(face.crop, "LIME", recognizer.classifier)
     with pytest.raises(ValueError, match="unknown method"):
         app.explain_face(face.crop, "SHAP", recognizer.classifier)
