@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -320,36 +321,39 @@ def train_leaky(store: RunStore, dataset, protocol: LeakyProtocol, profile: Prof
     described = ds.describe()
     described["derived"] = {"fingerprint": protocol.fingerprint(), "how": protocol.describe()["protocol"],
                             **{k: v for k, v in protocol.describe().items() if k.startswith("n_")}}
-    if (record := store.existing(run_id, params, described)) is not None:
-        return record
-    model_file = store.model_path(run_id)
-    x_train, y_train = protocol.split(TRAIN)
-    x_val, y_val = protocol.split(VAL)
-    x_test, y_test = protocol.split(TEST)
-    workdir = store.workdir(run_id)
-    print(f"{run_id}: LEAKY protocol, training on {len(x_train):,} resampled images, selecting on "
-          f"{len(x_val):,}, testing on {len(x_test):,} (all drawn from the same resampled pool)")
-    result = fit(build_vgg(profile), x_train, y_train, x_val, y_val, config, workdir)
-    save_model(result.model, model_file)
-    metrics = evaluate_predictions({split: predict_proba(result.model, ds.split(split)[0]) for split in (VAL, TEST)}, ds)
-    proba = predict_proba(result.model, x_test)
-    audit = protocol.audit()
-    metrics[LEAKY_TEST] = split_metrics(y_test, proba)
-    if audit["n_independent"]:
-        keep = audit["independent"]
-        metrics[LEAKY_TEST_INDEPENDENT] = split_metrics(y_test[keep], proba[keep])
-    leakage = {"test_audit": {**audit_counts(audit), "synthetic test images": audit["n_synthetic_test"]},
-               "official_splits_in_leaky_training": protocol.official_overlap()}
-    record = metrics_record(
-        run_id, store.notebook, model_name, protocol.sampling, store.profile, params, described,
-        result.summary(len(x_train), config.epoch_size),
-        metrics, weights="none", n_params=int(result.model.count_params()), leaky=True, warning=LEAKY_WARNING,
-        leakage=leakage, leaky_model_file=display_path(model_file), history=result.history,
-    )
-    return store.finish(record, workdir, summary=(
-        f"{run_id}: {result.epochs} epochs in {result.seconds / 60:.1f} min ({result.stopped}); leaky test "
-        f"{100 * metrics[LEAKY_TEST]['accuracy']:.2f}% (official PrivateTest, seen in training: "
-        f"{100 * metrics[TEST]['accuracy']:.2f}%)"))
+
+    def train_run(workdir: Path) -> dict:
+        model_file = store.model_path(run_id)
+        x_train, y_train = protocol.split(TRAIN)
+        x_val, y_val = protocol.split(VAL)
+        x_test, y_test = protocol.split(TEST)
+        print(f"{run_id}: LEAKY protocol, training on {len(x_train):,} resampled images, selecting on "
+              f"{len(x_val):,}, testing on {len(x_test):,} (all drawn from the same resampled pool)")
+        result = fit(build_vgg(profile), x_train, y_train, x_val, y_val, config, workdir)
+        save_model(result.model, model_file)
+        metrics = evaluate_predictions({split: predict_proba(result.model, ds.split(split)[0]) for split in (VAL, TEST)}, ds)
+        proba = predict_proba(result.model, x_test)
+        audit = protocol.audit()
+        metrics[LEAKY_TEST] = split_metrics(y_test, proba)
+        if audit["n_independent"]:
+            keep = audit["independent"]
+            metrics[LEAKY_TEST_INDEPENDENT] = split_metrics(y_test[keep], proba[keep])
+        leakage = {"test_audit": {**audit_counts(audit), "synthetic test images": audit["n_synthetic_test"]},
+                   "official_splits_in_leaky_training": protocol.official_overlap()}
+        return metrics_record(
+            run_id, store.notebook, model_name, protocol.sampling, store.profile, params, described,
+            result.summary(len(x_train), config.epoch_size),
+            metrics, weights="none", n_params=int(result.model.count_params()), leaky=True, warning=LEAKY_WARNING,
+            leakage=leakage, leaky_model_file=display_path(model_file), history=result.history,
+        )
+
+    def summary(record: dict) -> str:
+        t, m = record["train"], record["metrics"]
+        return (f"{run_id}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); leaky test "
+                f"{100 * m[LEAKY_TEST]['accuracy']:.2f}% (official PrivateTest, seen in training: "
+                f"{100 * m[TEST]['accuracy']:.2f}%)")
+
+    return store.train_or_load(run_id, params, described, train_run, summary=summary)
 
 
 def protocol_table(honest: dict[str, dict], leaky: dict[str, dict]) -> pd.DataFrame:

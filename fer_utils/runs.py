@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -165,6 +166,18 @@ class RunStore:
         print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "
               "loaded, not retrained (force=True retrains)")
         return RunRecord(record)
+
+    def train_or_load(self, run_id: str, params: dict, dataset: dict, train: Callable[[Path], dict],
+                      needs_model: bool = True, summary: Callable[[dict], str] | None = None) -> RunRecord:
+        """Every trainer's lifecycle in one place: the saved run if it can be reused
+        (:meth:`existing`), else ``train(workdir)`` (the run's resumable folder, :meth:`workdir`)
+        returns its metrics record, which is filed (:meth:`finish`: saved, the folder removed, one
+        line printed, ``summary(record)`` if given)."""
+        if (record := self.existing(run_id, params, dataset, needs_model)) is not None:
+            return record
+        workdir = self.workdir(run_id)
+        record = train(workdir)
+        return self.finish(record, workdir, summary(record) if summary else None)
 
     def save(self, record: dict) -> RunRecord:
         """Write a run's metrics file (atomically); the record as a :class:`RunRecord`. A record

@@ -580,33 +580,30 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
                                     **({"report_flip_tta": True} if report_flip_tta else {})}))
-    if (record := store.existing(run_id, params, described, needs_model)) is not None:
-        return record
-    if callable(train_data):
-        train_data = train_data()
-    x_train, y_train = train_data if train_data is not None else ds.split(TRAIN)
-    x_val, y_val = ds.split(VAL)
-    workdir, model_path = store.workdir(run_id), store.model_path(run_id)
-    print(f"{run_id}: training on {len(x_train):,} images, selecting on {len(x_val):,} PublicTest images")
-    result = fit(build, x_train, y_train, x_val, y_val, config, workdir, strategy=strategy)
-    save_model(result.model, model_path)
-    t0 = time.perf_counter()
-    metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
-    ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
-    if report_flip_tta:
-        extra_metrics = {"metrics_flip_tta": evaluate_splits(
-            lambda x: predict_proba(result.model, x, tta_flip=True), ds)}
-    else:
-        extra_metrics = {}
-    record = metrics_record(
-        run_id, store.notebook, model_name, sampling, store.profile, params, described,
-        result.summary(len(x_train), config.epoch_size),
-        metrics, weights="none", n_params=int(result.model.count_params()),
-        keras_predict_ms_per_face=round(ms_per_face, 3),
-        model_file=display_path(model_path),
-        history=result.history, **extra_metrics,
-    )
-    return store.finish(record, workdir)
+
+    def train_run(workdir: Path) -> dict:
+        data = train_data() if callable(train_data) else train_data
+        x_train, y_train = data if data is not None else ds.split(TRAIN)
+        x_val, y_val = ds.split(VAL)
+        model_path = store.model_path(run_id)
+        print(f"{run_id}: training on {len(x_train):,} images, selecting on {len(x_val):,} PublicTest images")
+        result = fit(build, x_train, y_train, x_val, y_val, config, workdir, strategy=strategy)
+        save_model(result.model, model_path)
+        t0 = time.perf_counter()
+        metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
+        ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
+        extra_metrics = {"metrics_flip_tta": evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=True), ds)
+                         } if report_flip_tta else {}
+        return metrics_record(
+            run_id, store.notebook, model_name, sampling, store.profile, params, described,
+            result.summary(len(x_train), config.epoch_size),
+            metrics, weights="none", n_params=int(result.model.count_params()),
+            keras_predict_ms_per_face=round(ms_per_face, 3),
+            model_file=display_path(model_path),
+            history=result.history, **extra_metrics,
+        )
+
+    return store.train_or_load(run_id, params, described, train_run, needs_model)
 
 
 def display_path(path: Path) -> str:

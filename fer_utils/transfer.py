@@ -709,57 +709,56 @@ def train_transfer(store: RunStore, dataset, profile: Profile, backbone_name: st
         **config.params(), "class_weight": class_weight,
     }))
     described = ds.describe()
-    if (record := store.existing(run_id, params, described)) is not None:
-        return record
-    workdir = store.workdir(run_id)
-    x_val, y_val = ds.split(VAL)
-    print(f"{run_id}: {s.label} at {size}x{size}, {mode}, loss {loss}, weights {weights}; "
-          f"{len(x_train):,} training faces, selecting on {len(x_val):,} PublicTest faces")
-    extra = {}
-    if mode == "frozen":
-        cache = cache or FeatureCache()
-        feats = cache.get((backbone_name, size, weights, len(subset), params["frozen_feature_flip"], seed),
-                          lambda: _compute_features(backbone_name, size, weights, x_train, ds,
-                                                    params["frozen_feature_flip"], verbose))
-        f_train, f_y = feats["train"], y_train
-        if params["frozen_feature_flip"]:
-            f_y = np.concatenate([y_train, y_train])
-        result = train.fit(lambda: classification_head(f_train.shape[1], (256,), 0.3, f_train),
-                           f_train, f_y, feats[VAL], y_val, config, workdir, verbose=verbose, loss=loss_fn)
-        proba = {split: _predict(result.model, feats[split], 1024) for split in (VAL, TEST)}
-        extractor = feats["extractor"]
-        model = assemble(extractor, result.model, "frozen", name=f"{backbone_name}_frozen")
-        check = ds.split(TEST)[0][:16]
-        gap = float(np.abs(_predict(model, check) - proba[TEST][:16]).max())
-        if gap > 1e-3:
-            raise AssertionError(f"{run_id}: the assembled model disagrees with head-on-features by {gap:.2g}")
-        ms_per_face, feature_seconds = feats["ms_per_face"], feats["seconds"]
-        extra["frozen_check_max_abs_diff"] = gap
-    else:
-        build, extra["initialised_from"] = _finetune_start(store, dataset, profile, backbone_name, loss, weights,
-                                                            size, cache, verbose, seed)
-        result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
-        model = result.model
-        t0 = time.perf_counter()
-        proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
-        ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
-        feature_seconds = 0.0
-    metrics = evaluate_predictions(proba, ds)
-    model_path = train.save_model(model, store.model_path(run_id))
-    n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
-    train_info = {
-        **result.summary(len(x_train), n_seen),
-        "seconds": round(result.seconds + feature_seconds, 1), "feature_seconds": round(feature_seconds, 1),
-        "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 2),
-    }
-    record = metrics_record(
-        run_id, store.notebook, params["model"], "none", store.profile, params, described, train_info, metrics,
-        weights=weights, backbone=backbone_name, mode=mode, loss=loss, input_size=size,
-        n_params=int(model.count_params()), trainable_params=trainable_count(model),
-        keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
-        history=result.history, **extra,
-    )
-    return store.finish(record, workdir)
+
+    def train_run(workdir: Path) -> dict:
+        x_val, y_val = ds.split(VAL)
+        print(f"{run_id}: {s.label} at {size}x{size}, {mode}, loss {loss}, weights {weights}; "
+              f"{len(x_train):,} training faces, selecting on {len(x_val):,} PublicTest faces")
+        extra = {}
+        if mode == "frozen":
+            feats = (cache or FeatureCache()).get((backbone_name, size, weights, len(subset), params["frozen_feature_flip"], seed),
+                              lambda: _compute_features(backbone_name, size, weights, x_train, ds,
+                                                        params["frozen_feature_flip"], verbose))
+            f_train, f_y = feats["train"], y_train
+            if params["frozen_feature_flip"]:
+                f_y = np.concatenate([y_train, y_train])
+            result = train.fit(lambda: classification_head(f_train.shape[1], (256,), 0.3, f_train),
+                               f_train, f_y, feats[VAL], y_val, config, workdir, verbose=verbose, loss=loss_fn)
+            proba = {split: _predict(result.model, feats[split], 1024) for split in (VAL, TEST)}
+            extractor = feats["extractor"]
+            model = assemble(extractor, result.model, "frozen", name=f"{backbone_name}_frozen")
+            check = ds.split(TEST)[0][:16]
+            gap = float(np.abs(_predict(model, check) - proba[TEST][:16]).max())
+            if gap > 1e-3:
+                raise AssertionError(f"{run_id}: the assembled model disagrees with head-on-features by {gap:.2g}")
+            ms_per_face, feature_seconds = feats["ms_per_face"], feats["seconds"]
+            extra["frozen_check_max_abs_diff"] = gap
+        else:
+            build, extra["initialised_from"] = _finetune_start(store, dataset, profile, backbone_name, loss, weights,
+                                                                size, cache, verbose, seed)
+            result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
+            model = result.model
+            t0 = time.perf_counter()
+            proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
+            ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
+            feature_seconds = 0.0
+        metrics = evaluate_predictions(proba, ds)
+        model_path = train.save_model(model, store.model_path(run_id))
+        n_seen = len(f_y) if mode == "frozen" else config.epoch_size or len(x_train)  # faces (feature rows) per epoch
+        train_info = {
+            **result.summary(len(x_train), n_seen),
+            "seconds": round(result.seconds + feature_seconds, 1), "feature_seconds": round(feature_seconds, 1),
+            "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 2),
+        }
+        return metrics_record(
+            run_id, store.notebook, params["model"], "none", store.profile, params, described, train_info, metrics,
+            weights=weights, backbone=backbone_name, mode=mode, loss=loss, input_size=size,
+            n_params=int(model.count_params()), trainable_params=trainable_count(model),
+            keras_predict_ms_per_face=round(ms_per_face, 3), model_file=train.display_path(model_path),
+            history=result.history, **extra,
+        )
+
+    return store.train_or_load(run_id, params, described, train_run)
 
 
 def _finetune_start(store: RunStore, dataset, profile: Profile, backbone_name: str, loss: str, weights: str,
