@@ -97,8 +97,16 @@ def _wrapped_network(model: keras.Model) -> keras.Model | None:
     views or a prior correction around one network whose output is the probabilities), or None."""
     if any(_is_conv(layer) for layer in model.layers):
         return None
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and _output_rank(layer) == 2]
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and _output_rank(layer) == 2
+              and _is_face_crop_of(layer, model)]
     return nested[0] if nested and has_conv_layer(nested[0]) else None
+
+
+def _is_face_crop_of(inner: keras.Model, outer: keras.Model) -> bool:
+    """Whether ``inner`` takes faces as ``outer`` does, at most as large (a centre crop of them), so
+    its Grad-CAM maps lie on the outer faces. A transfer backbone that takes resized RGB faces does not."""
+    inner_shape, outer_shape = tuple(inner.input_shape), tuple(outer.input_shape)
+    return len(inner_shape) == len(outer_shape) == 3 and inner_shape[1] <= outer_shape[1]
 
 
 def has_conv_layer(model: keras.Model) -> bool:

@@ -157,3 +157,15 @@ def test_grad_cam_explains_the_network_inside_an_inference_model():
     assert explain.gradcam_layer(wrapped) == f"{last} of cnn_small (inside {wrapped.name})"
     assert explain.gradcam_layer(inference_model(net, 40, "ten_crop")).startswith(last)  # notebook 04's VGG shape
     assert explain.gradcam_layer(net) == last and explain.gradcam_layer(models.build("fc_2304_256_512_7")) is None
+
+
+def test_a_transfer_model_that_resizes_the_face_inside_has_no_grad_cam_but_lime():
+    """notebook 08 on the stand-in may pick notebook 05's model: LIME only, no error (make all without data)."""
+    from fer_utils import transfer
+
+    keras.utils.set_random_seed(0)
+    model = transfer.build_model("resnet18", size=32)
+    assert not explain.has_conv_layer(model) and explain.gradcam_layer(model) is None
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48)).astype(np.uint8)
+    lime_maps, cams, _ = explain.explain_examples(model, faces, np.array([0, 1]), num_samples=20, seed=0)
+    assert cams is None and lime_maps.shape == (2, 48, 48)

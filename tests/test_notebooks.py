@@ -35,14 +35,20 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_smoke_run(path, tmp_path):
-    out = pipeline.run_notebook(path, "smoke", "synthetic", tmp_path, seed=0)
-    executed = nbformat.read(out, as_version=4)
-    first_output = next(o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "SYNTHETIC STAND-IN" in first_output.get("text", ""), "the first output says the data is synthetic"
-    assert not (config.REPORTS_DIR / "notebooks" / f"{path.stem}.smoke").exists()
-    assert list((tmp_path / "figures").glob(f"{path.stem}_*.png")), "the notebook saved its figures"
+def test_the_notebooks_run_in_sequence_as_make_all_runs_them(tmp_path, capsys):
+    """``make all`` without a FER2013 copy: every notebook in the pipeline's order, on the synthetic
+    stand-in at the smoke profile, into one reports folder, so each notebook sees what the earlier
+    ones trained (as on a fresh clone), then checks of what each executed copy shows and saved."""
+    reports = tmp_path / "reports"
+    assert pipeline.main(["--profile", "smoke", "--data", "synthetic", "--reports-dir", str(reports)]) == 0
+    ran = capsys.readouterr().out
+    for path in pipeline.list_notebooks():
+        assert f"=== {path.name}: done" in ran
+        executed = nbformat.read(reports / "notebooks" / path.name, as_version=4)
+        first_output = next(o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        assert "SYNTHETIC STAND-IN" in first_output.get("text", ""), f"{path.stem}: the first output says the data is synthetic"
+        assert list((reports / "figures").glob(f"{path.stem}_*.png")), f"{path.stem} saved its figures"
+    assert not (config.REPORTS_DIR / "notebooks" / f"{NOTEBOOKS[0].stem}.smoke").exists()
 
 
 def test_smoke_and_synthetic_runs_never_target_reports():
