@@ -442,7 +442,7 @@ def latency_comparison(table: pd.DataFrame, title: str = "Classifier latency per
 def stage_latency(table: pd.DataFrame, stages: tuple[str, ...] = ("read", "detect", "crop", "classify", "draw", "output"),
                   title: str = "Real-time pipeline: mean ms per frame by stage"):
     """Stacked horizontal bars of mean ms per stage for each option (rows of a
-    ``fer_utils.realtime.latency_table``: ``<stage>_ms`` and ``fps`` columns), FPS labelled."""
+    ``fer_utils.webcam.latency_table``: ``<stage>_ms`` and ``fps`` columns), FPS labelled."""
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(table) + 1.4))
     left = np.zeros(len(table))
     ys = np.arange(len(table))[::-1]
