@@ -184,7 +184,8 @@ class RunStore:
         it replaces that trained or scored differently (a retrain of the same run) is kept in
         ``superseded/`` (:meth:`superseded`): every run that reached evaluation stays in the ledger."""
         earlier = self.record(record["run"])
-        if earlier is not None and any(earlier.get(k) != record.get(k) for k in ("train", "metrics")):
+        if earlier is not None and (earlier.get("train") != record.get("train")
+                                    or _scores(earlier.get("metrics", {})) != _scores(record.get("metrics", {}))):
             stamp = str(earlier.get("created", "undated")).replace(":", "-")
             write_metrics({**earlier, "run": f"{earlier['run']}@{stamp}", "superseded_by": record.get("created")},
                           Path(self.metrics_dir) / SUPERSEDED)
@@ -207,6 +208,13 @@ class RunStore:
         print(summary or f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
                          f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
         return record
+
+
+def _scores(metrics: dict) -> dict:
+    """A record's metrics without the per-face predictions (a record re-evaluated to keep them is
+    the same result, not a new one)."""
+    return {split: {k: v for k, v in m.items() if k != "predicted"} if isinstance(m, dict) else m
+            for split, m in metrics.items()}
 
 
 def select_for_export(records: list[dict], n_others: int = 2, fingerprint: str | None = None) -> list[dict]:

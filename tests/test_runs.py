@@ -145,6 +145,8 @@ def test_a_retrain_keeps_the_record_it_replaces(tmp_path):
     first = record("12_c", 0.60, "f1", "m.keras", created="2026-12-01T12:00:00+00:00")
     store.save(first)
     store.save(dict(first, created="2026-12-01T13:00:00+00:00"))  # re-saved, same training and scores
+    kept = {**first["metrics"], "PublicTest": {**first["metrics"]["PublicTest"], "predicted": "0123"}}
+    store.save(dict(first, metrics=kept, created="2026-12-01T13:00:00+00:00"))  # now with per-face predictions
     assert store.superseded() == []
     second = dict(record("12_c", 0.62, "f1", "m.keras"), created="2026-12-02T04:00:00+00:00")
     store.save(second)
