@@ -10,7 +10,6 @@ sizes on the machine at hand, which is how the network and batch size were chose
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from .models import PriorCorrection, build, multiply_adds
 from .runs import RunRecord, RunStore
 from .train import (TTA_KINDS, FaceBatches, TrainConfig, compiled_training_model, display_path, inference_model,
                     predict_proba, resolve_precision, save_model, train_and_evaluate)
+from .timing import time_calls
 
 keras = import_keras()
 
@@ -424,12 +424,7 @@ def measure_throughput(builders: dict[str, Callable[..., keras.Model]], configs:
                                rng.integers(0, NUM_CLASSES, config.batch_size * (steps + warmup)), config.batch_size)
             model, net = compiled_training_model(builder, config, len(data), precision)
             model.fit(data, steps_per_epoch=warmup, verbose=0)  # builds and compiles the step function
-            timings = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model.fit(data, steps_per_epoch=steps, verbose=0)
-                timings.append(time.perf_counter() - start)
-            seconds = min(timings)
+            seconds = time_calls(lambda _: model.fit(data, steps_per_epoch=steps, verbose=0), repeats).min()
             rows.append({"model": name, "setting": label, "batch size": config.batch_size,
                          "input": f"{config.crop or 48} px", "precision": precision,
                          "parameters": net.count_params(), "multiply-adds (M)": round(multiply_adds(net) / 1e6, 1),

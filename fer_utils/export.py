@@ -16,10 +16,8 @@ Typical use::
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +28,9 @@ from .progress import tqdm
 from .data import sample_per_class
 from .evaluate import model_path
 from .runs import RunStore, select_for_export
+from .timing import time_calls
 from .files import atomic_path, write_text_atomic
+from .machine import cpu
 from .config import CLASS_NAMES, IMAGE_SIZE, import_keras, quiet_native_stderr
 # The runtime side of a model file lives in model_file (the recognizer needs it without this lab
 # module); source_run and RELEASED_MODEL are also imported from here by champion.py and the tests.
@@ -367,7 +367,7 @@ def tf_threads() -> str:
     import tensorflow as tf
 
     n = tf.config.threading.get_intra_op_parallelism_threads()
-    return str(n) if n else f"TF default ({os.cpu_count()} cores)"
+    return str(n) if n else f"TF default ({cpu().logical} cores)"
 
 
 def keras_predictors(model) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -398,19 +398,10 @@ def benchmark(predictors: dict[str, Callable[[np.ndarray], np.ndarray]], faces: 
     for name, batch in tqdm(cells, desc="latency", disable=not progress):
         fn = predictors[name]
         reps = np.resize(np.arange(len(faces)), batch * (repeats + warmup)).reshape(repeats + warmup, batch)
-        for i in range(warmup):
-            fn(faces[reps[i]])
-        times, start = [], time.perf_counter()
-        for i in range(warmup, warmup + repeats):
-            t0 = time.perf_counter()
-            fn(faces[reps[i]])
-            times.append(time.perf_counter() - t0)
-            if len(times) >= 5 and time.perf_counter() - start > max_seconds:
-                break
-        ms = 1000 * np.asarray(times)
+        ms = 1000 * time_calls(lambda i: fn(faces[reps[i]]), repeats, warmup, max_seconds)
         rows.append({"engine": name, "batch": batch, "ms_per_face": float(np.median(ms) / batch),
                      "ms_per_call": float(np.median(ms)), "p90_ms_per_call": float(np.percentile(ms, 90)),
-                     "faces_per_s": float(1000 * batch / np.median(ms)), "calls": len(times),
+                     "faces_per_s": float(1000 * batch / np.median(ms)), "calls": len(ms),
                      "threads": (threads or {}).get(name, "")})
     return pd.DataFrame(rows)
 
@@ -421,19 +412,6 @@ def speedups(table: pd.DataFrame, baseline: str = "Keras predict") -> pd.DataFra
     out = table.copy()
     out["speedup"] = [base.get(b, np.nan) / m for b, m in zip(out.batch, out.ms_per_face)]
     return out
-
-
-def machine_description() -> str:
-    """The CPU this process runs on, in a few words (for latency tables)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
 
 
 # ---------------------------------------------------------------------------------------------

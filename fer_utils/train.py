@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -30,11 +29,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from . import machine
 from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
 from .evaluate import CAPPED, evaluate_splits, metrics_record
+from .machine import cpu_flags  # a name here: resolve_precision reads it (and tests replace it)
 from .models import AverageViews, HorizontalFlip, ViewsToBatch, make_augmenter
 from .progress import batch_run
 from .runs import RunRecord, RunStore
+from .timing import Stopwatch
 
 keras = import_keras()
 layers = keras.layers
@@ -158,44 +160,14 @@ class FitResult:
 # Where training runs: backend, device, precision
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def accelerator() -> str | None:
     """The first GPU or TPU the Keras backend sees, in words, or None on a CPU-only machine."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        devices = [d for d in jax.devices() if d.platform != "cpu"]
-        return f"{devices[0].platform} {devices[0].device_kind}" if devices else None
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        return f"gpu {gpus[0].name}" if gpus else None
-    if backend == "torch":
-        import torch
-
-        return f"gpu {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else None
-    return None
+    return machine.accelerator(keras.backend.backend())
 
 
 def machine_description() -> dict:
-    """Backend, device and CPU model, for a metrics file's ``train`` entry."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"backend": keras.backend.backend(), "device": accelerator() or f"cpu ({os.cpu_count()} cores)",
-            "cpu": cpu}
+    """Backend, device and CPU model, for a metrics file's ``train`` entry (``machine.describe``)."""
+    return machine.describe(keras.backend.backend(), accelerator())
 
 
 def resolve_precision(setting: str) -> str:
@@ -589,9 +561,9 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
         print(f"{run_id}: training on {len(x_train):,} images, selecting on {len(x_val):,} PublicTest images")
         result = fit(build, x_train, y_train, x_val, y_val, config, workdir, strategy=strategy)
         save_model(result.model, model_path)
-        t0 = time.perf_counter()
-        metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
-        ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
+        with Stopwatch() as watch:
+            metrics = evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=tta_flip), ds)
+        ms_per_face = watch.ms_per(int((ds.usage != TRAIN).sum()))
         extra_metrics = {"metrics_flip_tta": evaluate_splits(lambda x: predict_proba(result.model, x, tta_flip=True), ds)
                          } if report_flip_tta else {}
         return metrics_record(

@@ -31,7 +31,6 @@ import functools
 import json
 import os
 import socket
-import time
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from .runs import RunRecord, RunStore
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
 from .evaluate import evaluate_predictions, metrics_record
 from .progress import batch_run
+from .timing import Stopwatch
 
 keras = import_keras()
 layers = keras.layers
@@ -738,9 +738,9 @@ def train_transfer(store: RunStore, dataset, profile: Profile, backbone_name: st
                                                                 size, cache, verbose, seed)
             result = train.fit(build, x_train, y_train, x_val, y_val, config, workdir, verbose=verbose, loss=loss_fn)
             model = result.model
-            t0 = time.perf_counter()
-            proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
-            ms_per_face = 1000 * (time.perf_counter() - t0) / int((ds.usage != TRAIN).sum())
+            with Stopwatch() as watch:
+                proba = {split: _predict(model, ds.split(split)[0]) for split in (VAL, TEST)}
+            ms_per_face = watch.ms_per(int((ds.usage != TRAIN).sum()))
             feature_seconds = 0.0
         metrics = evaluate_predictions(proba, ds)
         model_path = train.save_model(model, store.model_path(run_id))
@@ -797,19 +797,19 @@ def _compute_features(name: str, size: int, weights: str, x_train: np.ndarray, d
         verbose = 2 if batch_run() else 1
     extractor = feature_extractor(name, size, weights)
     extractor.trainable = False
-    t0 = time.perf_counter()
     out = {"extractor": extractor}
     print(f"computing {spec(name).label} features of {len(x_train):,} training faces"
           f"{' and their mirror images' if flip else ''} and of PublicTest and PrivateTest")
-    out["train"] = extractor.predict(x_train, batch_size=256, verbose=verbose)
-    if flip:
-        out["train"] = np.concatenate([out["train"], extractor.predict(x_train[:, :, ::-1], batch_size=256,
-                                                                       verbose=verbose)])
-    t1 = time.perf_counter()
-    for split in (VAL, TEST):
-        out[split] = extractor.predict(ds.split(split)[0], batch_size=256, verbose=verbose)
-    out["ms_per_face"] = 1000 * (time.perf_counter() - t1) / int((ds.usage != TRAIN).sum())
-    out["seconds"] = time.perf_counter() - t0
+    with Stopwatch() as training:
+        out["train"] = extractor.predict(x_train, batch_size=256, verbose=verbose)
+        if flip:
+            out["train"] = np.concatenate([out["train"], extractor.predict(x_train[:, :, ::-1], batch_size=256,
+                                                                           verbose=verbose)])
+    with Stopwatch() as tests:
+        for split in (VAL, TEST):
+            out[split] = extractor.predict(ds.split(split)[0], batch_size=256, verbose=verbose)
+    out["ms_per_face"] = tests.ms_per(int((ds.usage != TRAIN).sum()))
+    out["seconds"] = training.seconds + tests.seconds
     return out
 
 

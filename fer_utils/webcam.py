@@ -9,14 +9,13 @@ which held both.)
 
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 import pandas as pd
 
 from .media import resize_to_width
 from .recognizer import RunResult
+from .timing import Stopwatch
 
 
 class InlineDisplay:
@@ -61,9 +60,7 @@ def fer_package_fps(frames: list[np.ndarray], warmup: int = 3) -> dict | None:
     detector = FER()
     for frame in frames[:warmup]:
         detector.detect_emotions(frame)
-    start, with_face = time.perf_counter(), 0
-    for frame in frames:
-        with_face += bool(detector.detect_emotions(frame))
-    seconds = time.perf_counter() - start
-    return {"frames": len(frames), "fps": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames),
+    with Stopwatch() as watch:
+        with_face = sum(bool(detector.detect_emotions(frame)) for frame in frames)
+    return {"frames": len(frames), "fps": len(frames) / watch.seconds, "ms_per_frame": watch.ms_per(len(frames)),
             "frames_with_face": with_face}
