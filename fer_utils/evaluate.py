@@ -26,6 +26,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from . import machine
 from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
 from .data import FERDataset, without_training_duplicates
 from .files import write_text_atomic
@@ -187,7 +188,7 @@ def metrics_record(run: str, notebook: str, model: str, sampling: str, profile: 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": {"python": platform.python_version(), "keras": keras.__version__,
                         keras.backend.backend(): _version(keras.backend.backend()),
-                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"},
+                        "machine": machine.architecture()},
     }
     record.update(extra)
     return record
@@ -230,13 +231,19 @@ def model_path(record: dict) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def trained_on(record: dict, fingerprint: str) -> bool:
+    """Whether a run trained and was evaluated on the dataset with ``fingerprint`` itself, not on
+    data derived from it (aligned faces, a leaky resampling)."""
+    dataset = record.get("dataset", {})
+    return dataset.get("fingerprint") == fingerprint and "derived" not in dataset
+
+
 def trained_runs(records: list[dict], fingerprint: str | None = None) -> list[dict]:
     """Records whose model file exists (and, if ``fingerprint`` is given, trained and evaluated on
     that very dataset, not on one derived from it such as aligned faces), best PublicTest accuracy
     first. PrivateTest plays no part in the order."""
     usable = [r for r in records if r.get("model_file") and not r.get("leaky") and model_path(r).is_file()
-              and (fingerprint is None or (r.get("dataset", {}).get("fingerprint") == fingerprint
-                                           and "derived" not in r.get("dataset", {})))]
+              and (fingerprint is None or trained_on(r, fingerprint))]
     return sorted(usable, key=lambda r: r["metrics"][VAL]["accuracy"], reverse=True)
 
 

@@ -391,12 +391,13 @@ def mean_map_grid(images: np.ndarray, maps: np.ndarray, labels: np.ndarray,
     return fig
 
 
-def classwise_before_after(before: dict, after: dict, names: tuple[str, str] = ("original", "aligned"),
+def classwise_before_after(before: pd.DataFrame, after: pd.DataFrame, names: tuple[str, str] = ("original", "aligned"),
                            title: str = "Class-wise metrics before and after alignment (PrivateTest)"):
     """Precision, recall and F1 per class (one panel each) for two runs, as grouped bars.
-    ``before``/``after``: a metrics split's ``per_class`` dict ({class: {precision, recall, f1, ...}})."""
+    ``before``/``after``: per-class tables (``RunRecord.per_class_table``: a row per class, columns
+    ``precision``, ``recall``, ``f1``)."""
     metrics = ("precision", "recall", "f1")
-    frame = pd.DataFrame([{"class": c, "run": run_name, "metric": m, "value": 100 * per_class[c][m]}
+    frame = pd.DataFrame([{"class": c, "run": run_name, "metric": m, "value": 100 * per_class.loc[c, m]}
                           for run_name, per_class in zip(names, (before, after)) for c in CLASS_NAMES for m in metrics])
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
     for ax, metric in zip(axes, metrics):

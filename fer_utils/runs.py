@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import CLASS_NAMES, TEST, VAL
-from .evaluate import model_path, read_metrics, trained_runs, write_metrics
+from .evaluate import model_path, read_metrics, trained_on, trained_runs, write_metrics
 from .naming import DEFAULT_SEED, describe_run
 
 
@@ -70,6 +70,42 @@ class RunRecord(dict):
     def minutes(self) -> float:
         """Training time in minutes."""
         return self["train"]["seconds"] / 60
+
+    @property
+    def n_train(self) -> int:
+        """Training images (after any resampling)."""
+        return self["train"]["n_train"]
+
+    @property
+    def faces_per_second(self) -> float:
+        """Training throughput: faces seen per second of training."""
+        return self["train"]["images_per_second"]
+
+    @property
+    def stopped(self) -> str:
+        """Why training stopped (``completed``, early stopping, the time cap, ...)."""
+        return self["train"]["stopped"]
+
+    @property
+    def training_precision(self) -> str:
+        """The numeric precision training ran at (``float32`` or ``mixed_bfloat16``; not the
+        precision metric, which is :meth:`per_class`'s)."""
+        return self["train"]["precision"]
+
+    @property
+    def device(self) -> str:
+        """Where training ran: the accelerator, or ``cpu (<N> cores)`` (``machine.describe``)."""
+        return self["train"]["device"]
+
+    @property
+    def cpu(self) -> str:
+        """The processor of the machine that trained the run."""
+        return self["train"]["cpu"]
+
+    def trained_on(self, fingerprint: str) -> bool:
+        """Whether the run trained on the dataset with ``fingerprint`` itself, not on data derived
+        from it (aligned faces, a leaky resampling)."""
+        return trained_on(self, fingerprint)
 
     @property
     def model_path(self) -> Path:
@@ -204,9 +240,8 @@ class RunStore:
         or its training time and PublicTest and PrivateTest accuracy."""
         record = self.save(record)
         shutil.rmtree(workdir, ignore_errors=True)
-        t, m = record["train"], record["metrics"]
-        print(summary or f"{record['run']}: {t['epochs']} epochs in {t['seconds'] / 60:.1f} min ({t['stopped']}); "
-                         f"PublicTest {100 * m[VAL]['accuracy']:.2f}%, PrivateTest {100 * m[TEST]['accuracy']:.2f}%")
+        print(summary or f"{record.run_id}: {record.epochs} epochs in {record.minutes:.1f} min ({record.stopped}); "
+                         f"PublicTest {record.score('accuracy', VAL):.2f}%, PrivateTest {record.score('accuracy', TEST):.2f}%")
         return record
 
 

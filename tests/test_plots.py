@@ -47,3 +47,18 @@ def test_savefig_outside_a_notebook_shows_nothing(tmp_path, capsys):
     fig, _ = plt.subplots()
     assert run.savefig(fig, "empty").exists()
     assert capsys.readouterr().out == "" and not plt.fignum_exists(fig.number)
+
+
+def test_classwise_before_after_draws_the_per_class_tables():
+    from fer_utils.config import CLASS_NAMES
+    from fer_utils.runs import RunRecord
+
+    def run(f1):
+        per_class = {c: {"precision": 0.5, "recall": 0.4, "f1": f1, "support": 3} for c in CLASS_NAMES}
+        return RunRecord({"run": "x", "metrics": {"PrivateTest": {"per_class": per_class}}})
+
+    fig = plots.classwise_before_after(run(0.3).per_class_table("PrivateTest"), run(0.6).per_class_table("PrivateTest"))
+    f1_panel = fig.axes[2]
+    heights = sorted({round(bar.get_height()) for bar in f1_panel.patches if bar.get_height()})
+    assert f1_panel.get_title() == "f1" and heights == [30, 60]
+    plt.close(fig)

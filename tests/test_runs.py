@@ -110,6 +110,18 @@ def test_run_record_reads_the_metrics_file_by_name():
     assert run.history["val_accuracy"][-1] == 0.61 and str(run.model_path).endswith("models/x.keras")
 
 
+def test_run_record_names_how_and_where_it_trained():
+    raw = record("12_x", 0.6, "f1", "m.keras", dataset={"fingerprint": "f1"})
+    raw["train"].update(n_train=28709, images_per_second=331.5, precision="mixed_bfloat16", device="cpu (2 cores)",
+                        cpu="Test CPU")
+    run = RunRecord(raw)
+    assert (run.n_train, run.faces_per_second, run.training_precision) == (28709, 331.5, "mixed_bfloat16")
+    assert (run.device, run.cpu, run.stopped) == ("cpu (2 cores)", "Test CPU", "completed")
+    assert run.trained_on("f1") and not run.trained_on("f2")
+    derived = RunRecord(record("07_x", 0.6, "f1", "m.keras", dataset={"fingerprint": "f1", "derived": {"fingerprint": "d"}}))
+    assert not derived.trained_on("f1")  # aligned faces are not the dataset itself
+
+
 def test_tabulated_runs_are_reused_from_their_metrics_alone(tmp_path):
     store = RunStore(tmp_path / "metrics", tmp_path / "models")
     store.save(record("12_ablation", 0.5, "f1", store.model_path("12_ablation")))
