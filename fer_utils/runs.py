@@ -27,6 +27,11 @@ from .evaluate import model_path, read_metrics, trained_on, trained_runs, write_
 from .naming import DEFAULT_SEED, describe_run
 
 
+def _train_entry(key: str, doc: str) -> property:
+    """A :class:`RunRecord` property reading ``key`` of the metrics file's ``train`` entry."""
+    return property(lambda record: record["train"][key], doc=doc)
+
+
 class RunRecord(dict):
     """One trained run: the metrics file's JSON as a dict (so it is written, compared and passed
     on unchanged), with named accessors. Scores are in percent."""
@@ -63,44 +68,19 @@ class RunRecord(dict):
         return self.get("history", {})
 
     @property
-    def epochs(self) -> int:
-        return self["train"]["epochs"]
-
-    @property
     def minutes(self) -> float:
         """Training time in minutes."""
         return self["train"]["seconds"] / 60
 
-    @property
-    def n_train(self) -> int:
-        """Training images (after any resampling)."""
-        return self["train"]["n_train"]
-
-    @property
-    def faces_per_second(self) -> float:
-        """Training throughput: faces seen per second of training."""
-        return self["train"]["images_per_second"]
-
-    @property
-    def stopped(self) -> str:
-        """Why training stopped (``completed``, early stopping, the time cap, ...)."""
-        return self["train"]["stopped"]
-
-    @property
-    def training_precision(self) -> str:
-        """The numeric precision training ran at (``float32`` or ``mixed_bfloat16``; not the
-        precision metric, which is :meth:`per_class`'s)."""
-        return self["train"]["precision"]
-
-    @property
-    def device(self) -> str:
-        """Where training ran: the accelerator, or ``cpu (<N> cores)`` (``machine.describe``)."""
-        return self["train"]["device"]
-
-    @property
-    def cpu(self) -> str:
-        """The processor of the machine that trained the run."""
-        return self["train"]["cpu"]
+    # What the metrics file's ``train`` entry says about how and where the run trained.
+    epochs = _train_entry("epochs", "Epochs trained.")
+    n_train = _train_entry("n_train", "Training images (after any resampling).")
+    faces_per_second = _train_entry("images_per_second", "Training throughput: faces seen per second of training.")
+    stopped = _train_entry("stopped", "Why training stopped (``completed``, early stopping, the time cap, ...).")
+    training_precision = _train_entry("precision", "The numeric precision training ran at (``float32`` or "
+                                      "``mixed_bfloat16``; not the precision metric, which is :meth:`per_class`'s).")
+    device = _train_entry("device", "Where training ran: the accelerator, or ``cpu (<N> cores)`` (``machine.describe``).")
+    cpu = _train_entry("cpu", "The processor of the machine that trained the run.")
 
     def trained_on(self, fingerprint: str) -> bool:
         """Whether the run trained on the dataset with ``fingerprint`` itself, not on data derived
