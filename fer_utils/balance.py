@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -473,8 +472,3 @@ def smote_parents(x_original: np.ndarray, y_original: np.ndarray, x_synthetic: n
             "max_abs_error": float(np.abs(error).max()), "rms_error": float(np.sqrt(np.mean(error**2))),
         })
     return pd.DataFrame(rows)
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (for reports)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

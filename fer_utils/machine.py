@@ -3,8 +3,8 @@
 :func:`cpu` reads the processor once (Linux ``/proc/cpuinfo``: model name and feature flags;
 ``platform`` elsewhere); every description of the machine is made from it: a metrics file's
 ``train`` entry (:func:`describe`: ``backend``, ``device``, ``cpu``), its ``environment``
-(:func:`architecture`), latency tables and model cards (:func:`cpu_summary`), and the choice of
-bfloat16 (:func:`cpu_flags`).
+(:func:`architecture`), latency tables and model cards (:func:`cpu_summary`), the choice of
+bfloat16 (:func:`cpu_flags`) and the cores a notebook ran on (:func:`available_cpus`).
 
 Standard library only at import, so the lab and the runtime can both use it; the one probe that
 needs a deep-learning framework (:func:`accelerator`) imports it when called.
@@ -55,6 +55,11 @@ def cpu_summary() -> str:
     """The CPU in a few words, for latency tables and model cards: ``<model>, <N> logical CPUs``."""
     c = cpu()
     return f"{c.name}, {c.logical} logical CPUs"
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity where the system has one; for reports)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpu().logical
 
 
 def architecture() -> str:

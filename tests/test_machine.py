@@ -83,3 +83,7 @@ def test_time_calls_warms_up_untimed_then_times_each_call():
     assert len(slow) == 3  # over its time: stops at the minimum
     assert len(timing.time_calls(lambda i: None, repeats=2, max_seconds=0.0)) == 2  # fewer asked than the minimum
     assert isinstance(seconds, np.ndarray)
+
+
+def test_a_notebook_reports_the_cores_it_may_use():
+    assert 1 <= machine.available_cpus() <= machine.cpu().logical
