@@ -90,8 +90,8 @@ def accelerator(backend: str) -> str | None:
     return None
 
 
-def describe(backend: str, device: str | None = None) -> dict:
+def describe(backend: str) -> dict:
     """Where a run trained, for a metrics file's ``train`` entry: ``backend``, ``device`` (the
-    accelerator, given or probed, else ``cpu (<N> cores)``) and ``cpu`` (the processor's model)."""
+    accelerator, else ``cpu (<N> cores)``) and ``cpu`` (the processor's model)."""
     c = cpu()
-    return {"backend": backend, "device": device or accelerator(backend) or f"cpu ({c.logical} cores)", "cpu": c.name}
+    return {"backend": backend, "device": accelerator(backend) or f"cpu ({c.logical} cores)", "cpu": c.name}

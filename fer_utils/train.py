@@ -167,7 +167,7 @@ def accelerator() -> str | None:
 
 def machine_description() -> dict:
     """Backend, device and CPU model, for a metrics file's ``train`` entry (``machine.describe``)."""
-    return machine.describe(keras.backend.backend(), accelerator())
+    return machine.describe(keras.backend.backend())
 
 
 def resolve_precision(setting: str) -> str:
