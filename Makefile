@@ -2,7 +2,8 @@
 #   make all    FER2013=path/to/fer2013.csv.gz    run every notebook (profile cpu) into reports/
 #   make 01                                        run one notebook
 #   make smoke                                     every notebook, smoke profile, into build/ (never reports/)
-#   make test                                      pytest, including a smoke run of every notebook
+#   make test                                      pytest on every core, the notebooks run in sequence included
+#   make test-slow                                 the slow tests: fresh venv, browser, JAX backend (CI runs both)
 #   make app                                       the browser app (Streamlit) on http://localhost:8501
 # Without FER2013= and without a copy in data/, notebooks run on a synthetic stand-in at the smoke
 # profile's sizes into build/ (minutes); FER2013=synthetic keeps PROFILE on the stand-in.
@@ -23,10 +24,10 @@ NUMBERS    := $(foreach nb,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(nb)))
 RUN        := $(PY) -m fer_utils.pipeline --profile $(PROFILE) --seed $(SEED) \
               $(if $(FER2013),--data "$(FER2013)") $(if $(FORCE),--force) $(ARGS)
 
-.PHONY: all smoke test app install clean distclean help $(NUMBERS)
+.PHONY: all smoke test test-slow app install clean distclean help $(NUMBERS)
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,10p' Makefile
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +48,10 @@ smoke: $(STAMP)
 	$(PY) -m fer_utils.pipeline --profile smoke --seed $(SEED) $(if $(FER2013),--data "$(FER2013)") $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n auto -m slow $(ARGS)
 
 app: $(STAMP)
 	$(BIN)/streamlit run fer_utils/app.py --browser.gatherUsageStats false --client.toolbarMode minimal $(ARGS)

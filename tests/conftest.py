@@ -18,6 +18,12 @@ from fer_utils import config, data
 from fer_utils.synthetic import make_synthetic_fer
 
 
+def pytest_collection_modifyitems(items):
+    """The notebooks' run in sequence first: the longest test, started at once on one worker
+    (``make test`` runs pytest-xdist) while the other workers share the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_paths(tmp_path_factory, monkeypatch):
     """Keep every test away from the user's data/, caches and $FER2013."""

@@ -344,6 +344,7 @@ def test_the_live_feed_labels_each_frame_and_measures_the_frame_rate(recognizer)
     assert detection.iou(feed.faces[0].box, expected.box) > 0.5 and feed.faces[0].label == expected.label
 
 
+@pytest.mark.slow
 def test_the_live_webcam_survives_tensorflow_in_the_same_process():
     """The app's server loads TensorFlow for the MTCNN detector; the libsrtp that aiortc loads
     segfaults when first imported after it, so the app imports streamlit-webrtc first. In a fresh
@@ -549,6 +550,7 @@ needs_network = pytest.mark.skipif(
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_the_running_app_renders_the_sample_result_in_chromium(tmp_path, recognizer):
     """``streamlit run fer_utils/app.py`` in a subprocess, opened in headless Chromium.
 

@@ -16,6 +16,7 @@ keras = config.import_keras()
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
 
+@pytest.mark.slow
 def test_a_model_trained_under_jax_loads_under_tensorflow(tmp_path):
     script = textwrap.dedent(f"""
         import importlib.abc
