@@ -35,10 +35,11 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.notebooks
-def test_the_notebooks_run_in_sequence_as_make_all_runs_them(tmp_path, capsys):
+def test_the_notebooks_run_in_sequence_as_make_all_runs_them(tmp_path, capsys, monkeypatch):
     """``make all`` without a FER2013 copy: every notebook in the pipeline's order, on the synthetic
     stand-in at the smoke profile, into one reports folder, so each notebook sees what the earlier
     ones trained (as on a fresh clone), then checks of what each executed copy shows and saved."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     reports = tmp_path / "reports"
     assert pipeline.main(["--profile", "smoke", "--data", "synthetic", "--reports-dir", str(reports)]) == 0
     ran = capsys.readouterr().out
@@ -49,6 +50,25 @@ def test_the_notebooks_run_in_sequence_as_make_all_runs_them(tmp_path, capsys):
         assert "SYNTHETIC STAND-IN" in first_output.get("text", ""), f"{path.stem}: the first output says the data is synthetic"
         assert list((reports / "figures").glob(f"{path.stem}_*.png")), f"{path.stem} saved its figures"
     assert not (config.REPORTS_DIR / "notebooks" / f"{NOTEBOOKS[0].stem}.smoke").exists()
+    assert os.environ["MPLBACKEND"] == "Agg", "the caller's environment is restored"
+    shows_each_saved_figure_once(reports, next(p for p in NOTEBOOKS if p.name.startswith("02_")))
+
+
+def shows_each_saved_figure_once(reports, path):
+    """With ``MPLBACKEND=Agg`` in the environment (as .ci/run and conftest set it), the executed
+    copy still shows every figure the notebook saved, once each, and keeps no progress widget
+    frozen at 0% nor half-drawn progress bars (notebook 02: figures and progress bars)."""
+    outputs = [o for c in nbformat.read(reports / "notebooks" / path.name, as_version=4).cells
+               if c.cell_type == "code" for o in c.get("outputs", [])]
+    shown = sorted(base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {}))
+    saved = sorted(p.read_bytes() for p in (reports / "figures").glob(f"{path.stem}_*.png"))
+    assert len(saved) > 0
+    assert len(shown) == len(saved), "one image output per saved figure"
+    assert shown == saved, "the images shown are the PNG files saved"
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    streams = [o["text"] for o in outputs if o["output_type"] == "stream"]
+    assert any("100%" in text for text in streams), "the progress bars are plain text, in their last state"
+    assert not any("\r" in text.replace("\r\n", "\n") or "cuInit" in text for text in streams)
 
 
 def test_smoke_and_synthetic_runs_never_target_reports():
@@ -99,13 +119,13 @@ def _parameters(path) -> set[str]:
 
 
 def test_documented_notebook_options_parse():
-    """Every ``make NN ARGS="-p ..."`` written in the README or a notebook's prose is a valid
-    ``-p NAME=VALUE`` naming a parameter of notebook NN: a typo there fails a reader's first try."""
-    texts = [Path("README.md").read_text()] + [c.source for p in NOTEBOOKS
-                                                 for c in nbformat.read(p, as_version=4).cells]
+    """Every ``make NN ARGS="-p ..."`` written in the README, the docs pages or a notebook's prose is
+    a valid ``-p NAME=VALUE`` naming a parameter of notebook NN: a typo there fails a reader's first try."""
+    pages = [config.PROJECT_ROOT / "README.md", *sorted((config.PROJECT_ROOT / "docs").glob("*.md"))]
+    texts = [p.read_text() for p in pages] + [c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells]
     commands = [(number, args) for text in texts
                 for number, args in re.findall(r'make (\d\d) ARGS="(.*?)"`', text.replace("\n", " "), re.S)]
-    assert len(commands) >= 3
+    assert len(commands) >= 5
     for number, args in commands:
         words = shlex.split(args)
         assert words[::2] == ["-p"] * len(words[1::2]), args
@@ -126,27 +146,6 @@ def test_the_export_and_demo_notebooks_run_after_the_champion(tmp_path):
         (tmp_path / f"{name}.ipynb").write_text("{}")
     order = [p.name[:2] for p in pipeline.list_notebooks(folder=tmp_path)]
     assert order == ["01", "11", "12", "09", "10"]
-
-
-@pytest.mark.notebooks
-def test_executed_notebook_shows_each_saved_figure_once(tmp_path, monkeypatch):
-    """With ``MPLBACKEND=Agg`` in the environment (as .ci/run and conftest set it), the executed
-    copy still shows every figure the notebook saved, once each, and keeps no progress widget
-    frozen at 0% nor half-drawn progress bars."""
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    path = next(p for p in NOTEBOOKS if p.name.startswith("02_"))  # figures and progress bars
-    out = pipeline.run_notebook(path, "smoke", "synthetic", tmp_path, seed=0)
-    outputs = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    shown = sorted(base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {}))
-    saved = sorted(p.read_bytes() for p in (tmp_path / "figures").glob(f"{path.stem}_*.png"))
-    assert len(saved) > 0
-    assert len(shown) == len(saved), "one image output per saved figure"
-    assert shown == saved, "the images shown are the PNG files saved"
-    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-    streams = [o["text"] for o in outputs if o["output_type"] == "stream"]
-    assert any("100%" in text for text in streams), "the progress bars are plain text, in their last state"
-    assert not any("\r" in text.replace("\r\n", "\n") or "cuInit" in text for text in streams)
-    assert os.environ["MPLBACKEND"] == "Agg", "the caller's environment is restored"
 
 
 def test_tidy_outputs_merges_streams_and_drops_overwritten_text_and_cuda_noise():

@@ -9,14 +9,11 @@ same way, and so are the pages' links and their ``make NN ARGS=...`` commands.""
 
 import json
 import re
-import shlex
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 
-from fer_utils import pipeline
 from fer_utils.config import PROJECT_ROOT, TEST, VAL
 from fer_utils.evaluate import CLEAN_TEST, accuracy_interval
 
@@ -264,24 +261,3 @@ def test_the_readme_is_a_front_page():
     assert len(text.splitlines()) <= 250
     assert "make test" in text and "make all FER2013=" in text
     assert "make test" in (PROJECT_ROOT / ".ci" / "run").read_text()  # the README's test command is CI's
-
-
-def _parameters(path: Path) -> set[str]:
-    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-    return {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line.split("#")[0]}
-
-
-def test_documented_notebook_options_in_docs_parse():
-    """Every ``make NN ARGS="-p ..."`` in the docs pages (tests/test_notebooks.py checks the README
-    and the notebooks) is a valid ``-p NAME=VALUE`` naming a parameter of notebook NN."""
-    notebooks = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    commands = [(number, args) for page in PAGES
-                for number, args in re.findall(r'make (\d\d) ARGS="(.*?)"`', page.read_text().replace("\n", " "), re.S)]
-    assert len(commands) >= 5
-    for number, args in commands:
-        words = shlex.split(args)
-        assert words[::2] == ["-p"] * len(words[1::2]), args
-        notebook = next(p for p in notebooks if p.name.startswith(number + "_"))
-        for option in words[1::2]:
-            name, _ = pipeline.parse_parameter(option)
-            assert name in _parameters(notebook), f"make {number}: {notebook.name} has no parameter {name!r}"
