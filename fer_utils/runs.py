@@ -198,13 +198,16 @@ class RunStore:
     def save(self, record: dict) -> RunRecord:
         """Write a run's metrics file (atomically); the record as a :class:`RunRecord`. A record
         it replaces that trained or scored differently (a retrain of the same run) is kept in
-        ``superseded/`` (:meth:`superseded`): every run that reached evaluation stays in the ledger."""
+        ``superseded/`` (:meth:`superseded`): every run that reached evaluation stays in the ledger.
+        A record re-saved with the same training and scores keeps the date it was created."""
         earlier = self.record(record["run"])
         if earlier is not None and (earlier.get("train") != record.get("train")
                                     or _scores(earlier.get("metrics", {})) != _scores(record.get("metrics", {}))):
             stamp = str(earlier.get("created", "undated")).replace(":", "-")
             write_metrics({**earlier, "run": f"{earlier['run']}@{stamp}", "superseded_by": record.get("created")},
                           Path(self.metrics_dir) / SUPERSEDED)
+        elif earlier is not None and "created" in earlier:
+            record = {**record, "created": earlier["created"]}
         write_metrics(record, self.metrics_dir)
         return RunRecord(record)
 

@@ -159,12 +159,12 @@ def test_a_retrain_keeps_the_record_it_replaces(tmp_path):
     store.save(dict(first, created="2026-12-01T13:00:00+00:00"))  # re-saved, same training and scores
     kept = {**first["metrics"], "PublicTest": {**first["metrics"]["PublicTest"], "predicted": "0123"}}
     store.save(dict(first, metrics=kept, created="2026-12-01T13:00:00+00:00"))  # now with per-face predictions
-    assert store.superseded() == []
+    assert store.superseded() == [] and store.record("12_c")["created"] == first["created"]
     second = dict(record("12_c", 0.62, "f1", "m.keras"), created="2026-12-02T04:00:00+00:00")
     store.save(second)
     assert store.record("12_c")["created"] == second["created"]
     (old,) = store.superseded("12_c")
-    assert old.run_id == "12_c@2026-12-01T13-00-00+00-00" and old["superseded_by"] == second["created"]
+    assert old.run_id == "12_c@2026-12-01T12-00-00+00-00" and old["superseded_by"] == second["created"]
     assert old.score("accuracy", "PublicTest") == pytest.approx(60.0)
     assert [r.run_id for r in store.records()] == ["12_c"]  # tables read only the current records
 
