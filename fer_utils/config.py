@@ -17,13 +17,17 @@ import numpy as np
 #: The seven FER2013 expressions, in label order (label ``i`` is ``CLASS_NAMES[i]``).
 CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
-#: FER+'s eight emotions (Barsoum et al. 2016), in the order of its vote columns: the classes of a
-#: model trained on FER+ labels (label ``i`` is ``FERPLUS_CLASS_NAMES[i]``).
-FERPLUS_CLASS_NAMES: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                                        "contempt")
-#: Each FER+ emotion's FER2013 class (contempt has none): the seven classes the two label sets share.
-FERPLUS_TO_FER2013: dict[str, str] = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise",
-                                      "sadness": "sad", "anger": "angry", "disgust": "disgust", "fear": "fear"}
+#: FER+'s eight emotions as its vote columns name and order them (Barsoum et al. 2016; then come
+#: ``unknown`` and ``NF``, not a face).
+FERPLUS_EMOTIONS: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                     "contempt")
+#: Each FER+ emotion by this project's name for it: FER2013's class names, contempt its own.
+FERPLUS_TO_CLASS: dict[str, str] = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise",
+                                    "sadness": "sad", "anger": "angry", "disgust": "disgust", "fear": "fear",
+                                    "contempt": "contempt"}
+#: The classes of a model trained on FER+ labels: FER2013's seven, in their order and by their names
+#: (label ``i < 7`` means the same in both), then contempt, FER+'s eighth.
+FERPLUS_CLASS_NAMES: tuple[str, ...] = (*CLASS_NAMES, "contempt")
 IMAGE_SIZE = 48  #: FER2013 faces are 48x48 grayscale.
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
