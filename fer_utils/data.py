@@ -48,10 +48,13 @@ class DataFormatError(ValueError):
 class FERDataset:
     """FER2013 (or a stand-in) in memory.
 
-    ``pixels``: uint8 ``(N, 48, 48)``; ``labels``: int64 ``(N,)`` in ``0..6``
-    (see ``config.CLASS_NAMES``); ``usage``: str ``(N,)``, one of ``config.USAGES``.
+    ``pixels``: uint8 ``(N, 48, 48)``; ``labels``: int64 ``(N,)``, indices into ``class_names``
+    (FER2013's seven, ``config.CLASS_NAMES``, unless the labels come from elsewhere, e.g. FER+'s
+    eight, ``config.FERPLUS_CLASS_NAMES``); ``usage``: str ``(N,)``, one of ``config.USAGES``.
     ``notes`` records anything a reader of the results must know (synthetic data, a
-    fallback split, converted images).
+    fallback split, converted images). ``label_source`` says where labels that are not the
+    images' own file's come from (FER+: ``{"name": "ferplus", ...}``); ``describe`` records it
+    as ``labels``, so a run on them is never taken for a run on FER2013's labels.
     """
 
     pixels: np.ndarray
@@ -61,6 +64,8 @@ class FERDataset:
     source: str = ""
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    class_names: tuple[str, ...] = CLASS_NAMES
+    label_source: dict | None = None
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels, dtype=np.uint8)
@@ -87,7 +92,7 @@ class FERDataset:
     def counts(self) -> pd.DataFrame:
         """Images per class (rows) and split (columns), with totals."""
         table = pd.crosstab(
-            pd.Categorical([CLASS_NAMES[i] for i in self.labels], categories=CLASS_NAMES),
+            pd.Categorical([self.class_names[i] for i in self.labels], categories=self.class_names),
             pd.Categorical(self.usage, categories=USAGES),
             dropna=False,
         )
@@ -113,13 +118,14 @@ class FERDataset:
             "n_val": sizes[VAL],
             "n_test": sizes[TEST],
             "notes": list(self.notes),
+            **({"labels": dict(self.label_source)} if self.label_source else {}),
         }
 
     def subset(self, mask: np.ndarray) -> "FERDataset":
         """The rows selected by a boolean mask or index array, as a new dataset."""
         return FERDataset(
             self.pixels[mask], self.labels[mask], self.usage[mask], self.name, self.source,
-            self.synthetic, list(self.notes),
+            self.synthetic, list(self.notes), self.class_names, self.label_source,
         )
 
 

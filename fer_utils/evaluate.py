@@ -27,7 +27,7 @@ from sklearn.metrics import (
 )
 
 from . import machine
-from .config import CLASS_NAMES, NUM_CLASSES, PROJECT_ROOT, TEST, VAL
+from .config import CLASS_NAMES, PROJECT_ROOT, TEST, VAL
 from .data import FERDataset, without_training_duplicates
 from .files import write_text_atomic
 
@@ -37,14 +37,16 @@ CLEAN_TEST = "PrivateTest_clean"  #: PrivateTest without images that also appear
 EVAL_SPLITS = (VAL, TEST, CLEAN_TEST)
 
 
-def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
-    """All DESIGN.md metrics of one split from true labels ``(N,)`` and probabilities ``(N, 7)``."""
+def split_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+    """All DESIGN.md metrics of one split from true labels ``(N,)`` and probabilities ``(N, classes)``
+    over ``class_names`` (FER2013's seven by default)."""
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (len(y_true), NUM_CLASSES):
-        raise ValueError(f"proba must be (N, {NUM_CLASSES}) for N={len(y_true)} labels, got {proba.shape}")
+    n_classes = len(class_names)
+    if proba.shape != (len(y_true), n_classes):
+        raise ValueError(f"proba must be (N, {n_classes}) for N={len(y_true)} labels, got {proba.shape}")
     y_pred = proba.argmax(axis=1)
-    labels = list(range(NUM_CLASSES))
+    labels = list(range(n_classes))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
@@ -58,7 +60,7 @@ def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
         "top3": float(top_k_accuracy_score(y_true, proba, k=3, labels=labels)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(CLASS_NAMES, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         },
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
@@ -67,8 +69,8 @@ def split_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
 def evaluate_splits(predict: Callable[[np.ndarray], np.ndarray], ds: FERDataset) -> dict:
     """Metrics on PublicTest, PrivateTest and PrivateTest_clean.
 
-    ``predict`` maps uint8 faces ``(N, 48, 48)`` to probabilities ``(N, 7)``: a Keras model's
-    ``predict``, an ONNX session wrapper, an ensemble average, ...
+    ``predict`` maps uint8 faces ``(N, 48, 48)`` to probabilities ``(N, classes)`` over
+    ``ds.class_names``: a Keras model's ``predict``, an ONNX session wrapper, an ensemble average, ...
     """
     return evaluate_predictions({split: predict(ds.split(split)[0]) for split in (VAL, TEST)}, ds)
 
@@ -77,12 +79,12 @@ def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) 
     """Metrics from precomputed probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}``;
     PublicTest's and PrivateTest's also keep the predicted class of every face (``predicted``, one
     digit a face in split order: ``predicted_classes``), so two runs can be compared face by face."""
-    out = {split: {**split_metrics(ds.split(split)[1], proba_by_split[split]),
+    out = {split: {**split_metrics(ds.split(split)[1], proba_by_split[split], ds.class_names),
                    "predicted": "".join(map(str, np.asarray(proba_by_split[split]).argmax(axis=1)))}
            for split in (VAL, TEST)}
     test_rows = np.flatnonzero(ds.usage == TEST)
     keep = without_training_duplicates(ds, TEST)[test_rows]
-    out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep])
+    out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep], ds.class_names)
     return out
 
 
@@ -178,13 +180,14 @@ def mcnemar_p(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> flo
 
 
 def metrics_record(run: str, notebook: str, model: str, sampling: str, profile: str, params: dict,
-                   dataset: dict, train: dict, metrics: dict, **extra) -> dict:
-    """A metrics-file dict with the DESIGN.md keys, plus ``extra`` (weights, n_params, ...)."""
+                   dataset: dict, train: dict, metrics: dict, classes: tuple[str, ...] = CLASS_NAMES, **extra) -> dict:
+    """A metrics-file dict with the DESIGN.md keys and the model's ``classes`` (its output order),
+    plus ``extra`` (weights, n_params, ...)."""
     import keras  # only for its version and backend; keras is imported by then anyway
 
     record = {
         "run": run, "notebook": notebook, "model": model, "sampling": sampling, "profile": profile,
-        "params": params, "dataset": dataset, "train": train, "metrics": metrics,
+        "params": params, "dataset": dataset, "train": train, "metrics": metrics, "classes": list(classes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": {"python": platform.python_version(), "keras": keras.__version__,
                         keras.backend.backend(): _version(keras.backend.backend()),
@@ -232,10 +235,21 @@ def model_path(record: dict) -> Path:
 
 
 def trained_on(record: dict, fingerprint: str) -> bool:
-    """Whether a run trained and was evaluated on the dataset with ``fingerprint`` itself, not on
-    data derived from it (aligned faces, a leaky resampling)."""
+    """Whether a run trained and was evaluated on the dataset with ``fingerprint`` itself, with its
+    own labels, not on data derived from it (aligned faces, a leaky resampling) nor on other labels
+    of its images (FER+'s: ``dataset.labels``, :func:`labels_of`)."""
     dataset = record.get("dataset", {})
-    return dataset.get("fingerprint") == fingerprint and "derived" not in dataset
+    return dataset.get("fingerprint") == fingerprint and "derived" not in dataset and labels_of(record) == FER2013_LABELS
+
+
+#: What :func:`labels_of` calls the labels of the FER2013 file itself.
+FER2013_LABELS = "fer2013"
+
+
+def labels_of(record: dict) -> str:
+    """Which labels a run trained and was scored on: ``fer2013`` (the dataset's own), or the name its
+    ``dataset.labels`` entry gives (``ferplus``: FER+'s votes over the same images)."""
+    return record.get("dataset", {}).get("labels", {}).get("name", FER2013_LABELS)
 
 
 def trained_runs(records: list[dict], fingerprint: str | None = None) -> list[dict]:

@@ -1,6 +1,7 @@
 """Model builders. Every model takes raw faces ``(N, 48, 48)`` with pixel values 0-255 (uint8
-or float) and outputs 7 class probabilities; scaling happens inside the model, so an exported
-model needs no preprocessing code.
+or float) and outputs class probabilities (``num_classes``: FER2013's 7 by default, 8 for a model
+trained on FER+ labels); scaling happens inside the model, so an exported model needs no
+preprocessing code.
 
 ``build(name)`` returns a fresh model by name (see ``BUILDERS``).
 """
@@ -26,11 +27,11 @@ def _face_input(image_size: int = IMAGE_SIZE, name: str = "face") -> tuple:
     return inputs, x
 
 
-def _classifier(x, dropout: float = 0.0):
+def _classifier(x, dropout: float = 0.0, num_classes: int = NUM_CLASSES):
     if dropout:
         x = layers.Dropout(dropout)(x)
     # float32 even under a mixed-precision policy: the softmax and the loss need its range
-    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities", dtype="float32")(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
 
 
 def fully_connected(hidden: tuple[int, ...] = (256, 512), dropout: float = 0.0,
@@ -80,10 +81,12 @@ def cnn_medium(image_size: int = IMAGE_SIZE) -> keras.Model:
 
 
 def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2), (96, 2), (192, 2)),
-                 head_units: int = 256, dropout: float = 0.3, image_size: int = IMAGE_SIZE) -> keras.Model:
+                 head_units: int = 256, dropout: float = 0.3, image_size: int = IMAGE_SIZE,
+                 num_classes: int = NUM_CLASSES) -> keras.Model:
     """The project's champion (~0.71M parameters, ~56M multiply-adds per face): one cheap 3x3 conv at
     full resolution, then ``stages`` of (filters, convs) conv-BN-ReLU blocks at 24, 12 and 6 pixels,
-    each followed by a 2x2 max-pool; global average pooling, dropout, a ``head_units`` ReLU layer.
+    each followed by a 2x2 max-pool; global average pooling, dropout, a ``head_units`` ReLU layer and
+    the ``num_classes``-way softmax (8 for FER+ labels).
 
     Sized for a 2-core CPU: TensorFlow trains it at about 210 faces/s there (36 epochs in about
     85 minutes) and ONNX Runtime runs it in under 1 ms per face. Plain convolutions, not depthwise
@@ -96,7 +99,7 @@ def champion_cnn(stem: int = 32, stages: tuple[tuple[int, int], ...] = ((48, 2),
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(head_units, activation="relu")(x)
-    return keras.Model(inputs, _classifier(x, dropout=dropout), name="champion_cnn")
+    return keras.Model(inputs, _classifier(x, dropout=dropout, num_classes=num_classes), name="champion_cnn")
 
 
 def multiply_adds(model: keras.Model) -> int:
@@ -153,7 +156,7 @@ class AverageViews(layers.Layer):
 class PriorCorrection(layers.Layer):
     """Post-hoc logit adjustment of probabilities: ``p_c * w_c`` renormalised, with
     ``w_c = prior_c ** -tau`` (Menon et al. 2021), which trades some accuracy on the frequent
-    classes for recall on the rare ones. ``class_weights``: the seven ``w_c``."""
+    classes for recall on the rare ones. ``class_weights``: one ``w_c`` per class."""
 
     def __init__(self, class_weights, **kwargs):
         super().__init__(**kwargs)

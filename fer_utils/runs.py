@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import CLASS_NAMES, TEST, VAL
-from .evaluate import model_path, read_metrics, trained_on, trained_runs, write_metrics
+from .evaluate import labels_of, model_path, read_metrics, trained_on, trained_runs, write_metrics
 from .naming import DEFAULT_SEED, describe_run
 
 
@@ -50,16 +50,26 @@ class RunRecord(dict):
         ``split`` in percent. The split is always named: PublicTest chooses, PrivateTest reports."""
         return 100 * self["metrics"][split][key]
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The model's classes in output order (records written before they were kept: FER2013's seven)."""
+        return tuple(self.get("classes", CLASS_NAMES))
+
+    @property
+    def labels(self) -> str:
+        """Which labels it trained and was scored on: ``fer2013``, or ``ferplus`` (``evaluate.labels_of``)."""
+        return labels_of(self)
+
     def per_class(self, key: str = "recall", split: str = TEST) -> pd.Series:
         """``precision``, ``recall`` or ``f1`` of every class on ``split`` (0-1), in class order."""
-        return pd.Series({c: self["metrics"][split]["per_class"][c][key] for c in CLASS_NAMES}, name=self.label)
+        return pd.Series({c: self["metrics"][split]["per_class"][c][key] for c in self.classes}, name=self.label)
 
     def per_class_table(self, split: str = TEST) -> pd.DataFrame:
         """Precision, recall, F1 and support of every class on ``split``."""
         return pd.DataFrame(self["metrics"][split]["per_class"]).T[["precision", "recall", "f1", "support"]]
 
     def confusion(self, split: str = TEST) -> np.ndarray:
-        """The 7x7 confusion matrix of ``split`` (rows: true class)."""
+        """The confusion matrix of ``split`` (classes x classes, rows: true class)."""
         return np.asarray(self["metrics"][split]["confusion"])
 
     @property
@@ -168,15 +178,16 @@ class RunStore:
         """The saved record of ``run_id`` if it can be reused: its metrics file and (unless
         ``needs_model`` is False, for runs only tabulated later) its model exist,
         it was trained on the same dataset (``dataset``: ``FERDataset.describe()``, with the
-        ``derived`` entry of data derived from it) with the same ``params``, and the store is not
+        ``derived`` entry of data derived from it and the ``labels`` of other labels) with the same
+        ``params``, and the store is not
         forced. None otherwise (the run must be trained)."""
         metrics_path, model_path = self.metrics_path(run_id), self.model_path(run_id)
         if self.force or not (metrics_path.exists() and (model_path.exists() or not needs_model or self.metrics_suffice)):
             return None
         record = json.loads(metrics_path.read_text())
         saved = record["dataset"]
-        if (saved.get("fingerprint"), saved.get("derived", {}).get("fingerprint")) != \
-                (dataset["fingerprint"], dataset.get("derived", {}).get("fingerprint")) or \
+        if (saved.get("fingerprint"), saved.get("derived", {}).get("fingerprint"), saved.get("labels")) != \
+                (dataset["fingerprint"], dataset.get("derived", {}).get("fingerprint"), dataset.get("labels")) or \
                 run_identity(record["params"]) != run_identity(params):
             return None
         print(f"{run_id}: results exist ({metrics_path.name}, trained {record['train']['seconds'] / 60:.1f} min); "

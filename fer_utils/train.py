@@ -196,7 +196,10 @@ def dtype_policy(name: str):
 
 
 class FaceBatches(keras.utils.PyDataset):
-    """Shuffled batches of ``(faces float32 (B, 48, 48), one-hot labels[, sample weights])``.
+    """Shuffled batches of ``(faces float32 (B, 48, 48), targets (B, classes)[, sample weights])``.
+
+    ``y``: int labels ``(N,)`` (one-hot targets over ``num_classes``) or soft targets ``(N, classes)``,
+    each row a distribution (e.g. FER+'s vote shares; their width sets the classes).
 
     Each epoch draws ``epoch_size`` images (default: one pass over ``x``) from a stream of seeded
     permutations, so an epoch of an oversampled set costs the same as one of the original set.
@@ -208,12 +211,13 @@ class FaceBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, y, batch_size: int, epoch_size: int | None = None, sample_weight=None,
-                 shuffle: bool = True, seed: int = 0, mix: str | None = None, full_batches: bool = False):
+                 shuffle: bool = True, seed: int = 0, mix: str | None = None, full_batches: bool = False,
+                 num_classes: int = NUM_CLASSES):
         super().__init__()
         self.mixer = {None: None, "mixup": lambda: layers.MixUp(seed=seed),
                       "cutmix": lambda: layers.CutMix(seed=seed)}[mix]
         self.mixer = self.mixer and self.mixer()
-        self.x, self.y_onehot = x, np.eye(NUM_CLASSES, dtype=np.float32)[y]
+        self.x, self.y_onehot = x, targets(y, num_classes)
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
         self.batch_size, self.epoch_size = batch_size, epoch_size or len(x)
         if full_batches:
@@ -239,6 +243,18 @@ class FaceBatches(keras.utils.PyDataset):
             mixed = self.mixer({"images": batch[0][..., None], "labels": batch[1]}, training=True)
             batch = (np.asarray(mixed["images"])[..., 0], np.asarray(mixed["labels"]))
         return batch if self.sample_weight is None else (*batch, self.sample_weight[rows])
+
+
+def targets(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Training targets float32 ``(N, classes)``: one-hot rows for int labels ``(N,)`` in
+    ``0..num_classes-1``, or soft targets ``(N, classes)`` as given (each row must sum to 1)."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return np.eye(num_classes, dtype=np.float32)[y]
+    if y.ndim != 2 or not np.allclose(y.sum(axis=1), 1, atol=1e-4) or (y < 0).any():
+        raise ValueError(f"targets must be labels (N,) or distributions (N, classes) whose rows sum to 1; "
+                         f"got shape {y.shape}")
+    return y.astype(np.float32)
 
 
 def _views(x, crop: int | None, tta: str) -> list:
@@ -339,6 +355,8 @@ def sample_weights(y: np.ndarray, class_weight: dict | None) -> np.ndarray | Non
     """Per-image weights from a ``{class: weight}`` dict (keys int or str), or None."""
     if not class_weight:
         return None
+    if np.ndim(y) != 1:
+        raise ValueError("class_weight needs int labels (N,), not soft targets")
     weights = np.array([class_weight.get(c, class_weight.get(str(c), 1.0)) for c in range(NUM_CLASSES)])
     return weights[y].astype(np.float32)
 
@@ -430,7 +448,9 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
         x_val: np.ndarray | None, y_val: np.ndarray | None, config: TrainConfig, workdir: str | os.PathLike,
         strategy=None, verbose: int | str = "auto", callbacks: list | None = None, loss=None) -> FitResult:
     """Train ``build()`` on uint8 faces ``(N, 48, 48)`` (or feature rows ``(N, F)``, never
-    augmented) and labels ``(N,)``; pick the best PublicTest epoch. ``build`` must accept
+    augmented) and labels ``(N,)`` or soft targets ``(N, classes)`` (``targets``; their width is
+    the number of classes, which ``build`` must match); pick the best PublicTest epoch (``y_val``:
+    int labels). ``build`` must accept
     ``image_size=`` when the config crops. ``workdir`` keeps the resumable state (backup, best
     weights, history CSV); calling again with the same ``workdir`` after an interruption continues
     the run. Without a validation set (``x_val=None``: a fixed schedule, e.g. on a host that must
@@ -463,12 +483,13 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
     if config.batch_size % replicas:
         raise ValueError(f"fit: batch_size {config.batch_size} must be a multiple of the strategy's "
                          f"{replicas} replicas")
+    num_classes = y_train.shape[1] if np.ndim(y_train) == 2 else NUM_CLASSES
     train_data = FaceBatches(x_train, y_train, config.batch_size, config.epoch_size,
                              sample_weights(y_train, config.class_weight), seed=config.seed,
-                             mix=config.mix if faces else None, full_batches=replicas > 1)
+                             mix=config.mix if faces else None, full_batches=replicas > 1, num_classes=num_classes)
     with scope():
         model, _ = compiled_training_model(build, config, len(train_data), precision, faces, loss)
-    val_data = (x_val.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y_val]) if validated else None
+    val_data = (x_val.astype(np.float32), targets(y_val, num_classes)) if validated else None
 
     timer = _EpochTimer(config.time_budget_s, already_spent_s=float(np.sum(prior.get("epoch_seconds", []))))
     callbacks = [*_builtin_callbacks(timer, best_path, history_csv, workdir, prior, config, validated),
@@ -501,7 +522,7 @@ def fit(build: Callable[..., keras.Model], x_train: np.ndarray, y_train: np.ndar
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta_flip: bool = False) -> np.ndarray:
-    """Class probabilities ``(N, 7)`` for uint8 faces ``(N, 48, 48)``; ``tta_flip`` averages in
+    """Class probabilities ``(N, classes)`` for uint8 faces ``(N, 48, 48)``; ``tta_flip`` averages in
     the horizontally flipped faces (test-time augmentation)."""
     proba = model.predict(x, batch_size=batch_size, verbose=0)
     if tta_flip:
@@ -548,6 +569,8 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
     described = (derived_from or dataset).describe()
     if derived_from is not None:
         described["derived"] = {"fingerprint": ds.fingerprint, "how": derived_how}
+    if ds.label_source:  # labels other than the images' own (FER+): said in the record, never mixed up
+        described["labels"] = dict(ds.label_source)
     run_id = store.run_id(model_name, sampling, seed=config.seed if seeded_id else None)
     params = json.loads(json.dumps({"model": model_name, "sampling": sampling, **config.params(),
                                     **(extra_params or {}), "tta_flip": tta_flip,
@@ -569,7 +592,7 @@ def train_and_evaluate(store: RunStore, dataset, model_name: str, build: Callabl
         return metrics_record(
             run_id, store.notebook, model_name, sampling, store.profile, params, described,
             result.summary(len(x_train), config.epoch_size),
-            metrics, weights="none", n_params=int(result.model.count_params()),
+            metrics, classes=ds.class_names, weights="none", n_params=int(result.model.count_params()),
             keras_predict_ms_per_face=round(ms_per_face, 3),
             model_file=display_path(model_path),
             history=result.history, **extra_metrics,
