@@ -106,7 +106,7 @@ def train_seeds(store: RunStore, dataset, profile: Profile, seeds: list[int], sc
         record = train_champion(store, dataset, champion_config(profile, seed, schedule=schedule), release)
         target = seed_file(store, record.run_id)
         if not was_capped(record["train"]) and not target.exists() and record.model_path.exists():
-            export_onnx(load_keras_model(record), target)
+            export_onnx(load_keras_model(record), target, class_names=record.classes)
         records.append(record)
     return records
 
@@ -303,15 +303,17 @@ def tau_rules(proba_by_split: dict[str, np.ndarray], ds, y_train: np.ndarray, fr
 
 def tta_latency(model: keras.Model, crop: int | None, faces: np.ndarray, out_dir: str | Path,
                 kinds: tuple[str, ...] = TTA_KINDS, repeats: int = 300,
-                calibration_faces: np.ndarray | None = None) -> pd.DataFrame:
-    """ONNX Runtime milliseconds per face at batch 1 of the trained network with each test-time
-    view set inside the graph (what the views would cost the released file): one row per view set,
-    a column for fp32 and, given Training ``calibration_faces``, one for its static int8 version."""
+                calibration_faces: np.ndarray | None = None, class_names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """ONNX Runtime milliseconds per face at batch 1 of the trained network (its outputs:
+    ``class_names``, default FER2013's seven) with each test-time view set inside the graph (what the
+    views would cost the released file): one row per view set, a column for fp32 and, given
+    Training ``calibration_faces``, one for its static int8 version."""
     net, out_dir = network_of(model), Path(out_dir)
     files = {}
     for kind in kinds:
         if crop or kind != "ten_crop":
-            files[(kind, "fp32")] = export_onnx(inference_model(net, crop, kind), out_dir / f"tta_{kind}.onnx")
+            files[(kind, "fp32")] = export_onnx(inference_model(net, crop, kind), out_dir / f"tta_{kind}.onnx",
+                                                class_names=class_names)
             if calibration_faces is not None:
                 files[(kind, "int8")] = quantize_int8(files[(kind, "fp32")], out_dir / f"tta_{kind}_int8.onnx",
                                                       calibration_faces)

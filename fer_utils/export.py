@@ -3,8 +3,10 @@ benchmarks and the release of a model (notebook 09's chapter). Running an export
 runtime's part: :class:`model_file.OnnxClassifier` (imported here for the lab's use).
 
 The exported graph keeps the project's model contract: input ``face`` float32 ``(N, 48, 48)``
-with pixel values 0-255 (scaling is inside the graph), output 7 softmax probabilities ``(N, 7)``
-in ``config.CLASS_NAMES`` order. Every file is written atomically (temp file, then rename).
+with pixel values 0-255 (scaling is inside the graph), output softmax probabilities ``(N, classes)``
+whose class names, in output order, the file's metadata holds (``classes``: ``config.CLASS_NAMES``
+for a FER2013 model, ``config.FERPLUS_CLASS_NAMES`` for one trained on FER+ labels). Every file is
+written atomically (temp file, then rename).
 
 Typical use::
 
@@ -34,7 +36,7 @@ from .machine import cpu
 from .config import CLASS_NAMES, IMAGE_SIZE, import_keras, quiet_native_stderr
 # The runtime side of a model file lives in model_file (the recognizer needs it without this lab
 # module); source_run and RELEASED_MODEL are also imported from here by champion.py and the tests.
-from .model_file import RELEASED_MODEL, ModelFileError, OnnxClassifier, find_model, source_run  # noqa: F401
+from .model_file import CLASSES_KEY, RELEASED_MODEL, ModelFileError, OnnxClassifier, find_model, source_run  # noqa: F401
 
 ONNX_OPSET = 17  #: opset of exported graphs (ONNX Runtime >= 1.14 runs it)
 INPUT_NAME = "face"  #: name of the exported graph's input
@@ -67,11 +69,14 @@ def load_keras_model(source: str | os.PathLike | dict):
         raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
 
 
-def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET,
+                class_names: tuple[str, ...] | None = None) -> Path:
     """Convert a Keras model (or a ``.keras`` path) to ONNX at ``path`` with tf2onnx.
 
     The graph's input is ``face``: float32 ``(None, 48, 48)``, pixel values 0-255; its output
-    is the model's ``(None, 7)`` probabilities. Works with Keras 3 functional and sequential
+    is the model's ``(None, classes)`` probabilities, and the file's metadata names the classes
+    (``class_names``, in output order; default FER2013's seven, which a model with another number
+    of outputs must not take: ``ValueError``). Works with Keras 3 functional and sequential
     models (``tf2onnx.convert.from_keras``, falling back to tracing ``model(x)`` in a
     ``tf.function`` when that fails).
     """
@@ -80,6 +85,10 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path
 
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
+    class_names = tuple(class_names or CLASS_NAMES)
+    if model.output_shape[-1] != len(class_names):
+        raise ValueError(f"{getattr(model, 'name', 'the model')} gives {model.output_shape[-1]} probabilities per face "
+                         f"but {len(class_names)} class names were given ({', '.join(class_names)}): pass its class_names")
     spec = (tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME),)
     with quiet_native_stderr():
         try:
@@ -87,8 +96,8 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path
         except Exception:  # noqa: BLE001  (tf2onnx's Keras path breaks on some Keras 3 models)
             function = tf.function(lambda face: model(face, training=False), input_signature=spec)
             onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
-    onnx_model.doc_string = f"FER2013 expression classifier; classes: {', '.join(CLASS_NAMES)}"
-    _set_metadata(onnx_model, {"classes": ",".join(CLASS_NAMES), "input": "face float32 (N,48,48) 0-255",
+    onnx_model.doc_string = f"Facial expression classifier; classes: {', '.join(class_names)}"
+    _set_metadata(onnx_model, {CLASSES_KEY: ",".join(class_names), "input": "face float32 (N,48,48) 0-255",
                                "source_model": getattr(model, "name", "")})
     return _save_onnx_atomic(onnx_model, Path(path))
 
@@ -323,8 +332,10 @@ def file_size_mb(path: str | os.PathLike) -> float:
 
 def export_bundle(model, out_dir: str | os.PathLike, name: str, parity_faces: np.ndarray,
                   calibration_faces: np.ndarray | None = None, quantization: str = "static",
-                  simplify_method: str = "auto", opset: int = ONNX_OPSET) -> dict:
-    """Export, simplify, int8-quantize and parity-check one Keras model (or ``.keras`` path).
+                  simplify_method: str = "auto", opset: int = ONNX_OPSET,
+                  class_names: tuple[str, ...] | None = None) -> dict:
+    """Export, simplify, int8-quantize and parity-check one Keras model (or ``.keras`` path) whose
+    outputs are ``class_names`` (default FER2013's seven; :func:`export_onnx`).
 
     Writes ``<out_dir>/<name>.onnx`` (simplified fp32) and ``<out_dir>/<name>.int8.onnx``.
     Returns a dict: paths (``onnx``, ``int8``), ``nodes_exported``, ``nodes_simplified``,
@@ -339,7 +350,7 @@ def export_bundle(model, out_dir: str | os.PathLike, name: str, parity_faces: np
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, int8_path = out_dir / f"{name}.onnx", out_dir / f"{name}.int8.onnx"
     with tempfile.TemporaryDirectory() as work:
-        raw = export_onnx(model, Path(work) / "exported.onnx", opset=opset)
+        raw = export_onnx(model, Path(work) / "exported.onnx", opset=opset, class_names=class_names)
         simplified = simplify_onnx(raw, onnx_path, simplify_method)
     quantize_int8(onnx_path, int8_path, calibration_faces, mode=quantization)
     fp32 = OnnxClassifier(onnx_path).predict(parity_faces)
@@ -450,8 +461,11 @@ def _inside_the_graph(params: dict) -> list[str]:
 
 def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -> str:
     """A short Markdown model card for a released ONNX model, from its metrics record and the
-    :func:`export_bundle` info (plus optional ``int8_accuracy`` / ``latency_ms_per_face``)."""
+    :func:`export_bundle` info (plus optional ``int8_accuracy`` / ``latency_ms_per_face`` and
+    ``card_notes``, more lines for its metrics section)."""
     ds, m = record.get("dataset", {}), record["metrics"]
+    classes = record.get("classes", CLASS_NAMES)
+    ferplus = ds.get("labels", {}).get("name") == "ferplus"
 
     def pct(split, key="accuracy"):
         value = m.get(split, {}).get(key)
@@ -469,8 +483,8 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
         "",
         "- Input `face`: float32 `(N, 48, 48)`, one grayscale face per row, pixel values 0-255 (no scaling "
         "needed: it is inside the graph). Crop the face square with a small margin, convert to gray, resize to 48x48.",
-        "- Output: 7 softmax probabilities `(N, 7)` in this order: "
-        + ", ".join(f"{i} {c}" for i, c in enumerate(CLASS_NAMES)) + ".",
+        f"- Output: {len(classes)} softmax probabilities `(N, {len(classes)})` in this order (also in the file's "
+        f"metadata, `{CLASSES_KEY}`): " + ", ".join(f"{i} {c}" for i, c in enumerate(classes)) + ".",
         f"- ONNX opset {info.get('opset', ONNX_OPSET)}, {info.get('nodes_simplified', '?')} nodes, "
         f"{info.get('onnx_mb', float('nan')):.2f} MB; parity with Keras on PublicTest: max |diff| "
         f"{info.get('parity', {}).get('max_abs_diff', float('nan')):.1e}, argmax agreement "
@@ -482,12 +496,16 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
         ("- **SYNTHETIC stand-in data, not FER2013**: this file only demonstrates the pipeline."
          if synthetic else "- FER2013 (Goodfellow et al., 2013), official split: trained on Training, "
          "selected on PublicTest, reported on PrivateTest."),
+        ("- Labels: FER+ majority (FER+, Barsoum et al., 2016: ten annotators per FER2013 face; trained on "
+         f"{ds['labels'].get('targets', 'their votes')}, scored against the majority label, eight classes, faces "
+         "without one left out)." if ferplus else "- Labels: FER2013 (one annotator per face)."),
         f"- Dataset fingerprint `{ds.get('fingerprint', '?')}`; Training {ds.get('n_train', '?')}, "
         f"PublicTest {ds.get('n_val', '?')}, PrivateTest {ds.get('n_test', '?')} images.",
         "",
         "## Metrics (Keras model; the ONNX export matches it, see above)",
         "",
-        f"- PrivateTest accuracy {pct('PrivateTest')}, balanced accuracy {pct('PrivateTest', 'balanced_accuracy')}, "
+        f"- PrivateTest accuracy {pct('PrivateTest')}{' (FER+ majority labels)' if ferplus else ''}, balanced accuracy "
+        f"{pct('PrivateTest', 'balanced_accuracy')}, "
         f"macro F1 {pct('PrivateTest', 'macro_f1')}, top-2 {pct('PrivateTest', 'top2')}.",
         f"- PublicTest accuracy {pct('PublicTest')} (used for model selection); PrivateTest without images also "
         f"in Training {pct('PrivateTest_clean')}.",
@@ -498,6 +516,7 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
     if "latency_ms_per_face" in info:
         lines.append(f"- ONNX Runtime latency: {info['latency_ms_per_face']:.3f} ms per face at batch 1 on "
                      f"{info.get('machine', 'the build machine')}.")
+    lines += [f"- {note}" for note in info.get("card_notes", [])]
     lines += [
         "",
         "## Intended use",
@@ -512,6 +531,8 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
         "those in FER2013 (age, ethnicity and culture of expression are not balanced).",
         "- A facial expression is not an emotion: the labels describe appearance, not what a person feels.",
         "- FER2013 is for research use only; so is this model.",
+        *(["- FER+'s labels (MIT licence, Microsoft) are the majority of ten annotators, who also disagree: a face "
+           "without a clear majority has no single right answer, and contempt has the fewest examples."] if ferplus else []),
         "",
     ]
     return "\n".join(lines)
@@ -558,4 +579,4 @@ def demo_model_path(path: str | os.PathLike | None = None, models_dir: str | os.
             raise
     print(f"no released model ({RELEASED_MODEL}); exporting a stand-in")
     record = stand_in()
-    return export_onnx(model_path(record), folders[0] / f"{record['run']}.onnx")
+    return export_onnx(model_path(record), folders[0] / f"{record['run']}.onnx", class_names=record.get("classes"))
