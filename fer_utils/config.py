@@ -49,6 +49,8 @@ MODELS_DIR = PROJECT_ROOT / "models"
 
 #: Environment variable naming the user's FER2013 copy (CSV, CSV.gz or image folder).
 DATA_ENV_VAR = "FER2013"
+#: Environment variable naming FER+'s vote file (``fer2013new.csv``) when it is not beside the CSV.
+FERPLUS_ENV_VAR = "FERPLUS"
 #: Environment variable overriding the cache folder (default ``data/cache``).
 CACHE_ENV_VAR = "FER_CACHE_DIR"
 

@@ -10,6 +10,12 @@ Layouts:
 Every loader returns a :class:`FERDataset` of uint8 pixels ``(N, 48, 48)``, int labels ``(N,)``
 and Usage strings ``(N,)``. Bad input raises :class:`DataFormatError` naming the file and the row
 or path at fault.
+
+FER+ (Barsoum et al. 2016) re-labelled every FER2013 image with ten annotators' votes, in a file of
+its own (``fer2013new.csv``) whose rows follow ``fer2013.csv``. :func:`load_fer2013` finds it beside
+the CSV (or takes its path) and attaches it as :class:`FerPlusVotes` (``FERDataset.ferplus``): the
+vote matrix, FER+'s majority labels and why a face has none. The Kaggle image folders cannot be
+mapped to its rows: with them the dataset has no votes.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from PIL import Image, UnidentifiedImageError
 from .progress import tqdm
 
 from . import config
-from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, TEST, TRAIN, USAGES, VAL
+from .config import (CLASS_NAMES, FERPLUS_CLASS_NAMES, FERPLUS_EMOTIONS, FERPLUS_TO_CLASS, IMAGE_SIZE, NUM_CLASSES,
+                     NUM_PIXELS, TEST, TRAIN, USAGES, VAL)
 from .files import atomic_path
 
 CACHE_VERSION = 1  #: bump when the cache format or the parsing changes
@@ -44,6 +51,83 @@ class DataFormatError(ValueError):
     """The dataset on disk is not what FER2013 should look like; the message says where."""
 
 
+class VoteFileError(DataFormatError):
+    """A FER+ vote file that is damaged or does not match the FER2013 copy; the message names the
+    file, the line and what is wrong."""
+
+
+#: FER+'s vote columns in its file's order: its eight emotions, then ``unknown`` and ``NF`` (not a face).
+FERPLUS_COLUMNS: tuple[str, ...] = (*FERPLUS_EMOTIONS, "unknown", "NF")
+FERPLUS_FILE = "fer2013new.csv"  #: the FER+ vote file's name in FER+'s repository
+#: Why FER+'s majority rule leaves a face out (:meth:`FerPlusVotes.majority`); ``""``: kept.
+NO_MAJORITY, UNKNOWN, NOT_A_FACE, CONTEMPT = "no majority", "unknown", "not a face", "contempt"
+
+
+@dataclass
+class FerPlusVotes:
+    """FER+'s ten annotators' votes for every face of a dataset, row by row.
+
+    ``counts``: int ``(N, 10)`` in FER+'s column order (:data:`FERPLUS_COLUMNS`); ``source``: the
+    vote file (or what generated the votes); ``sha256``: the file's (or the counts') digest.
+    """
+
+    counts: np.ndarray
+    source: str = ""
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64).reshape(-1, len(FERPLUS_COLUMNS))
+        if not self.sha256:
+            self.sha256 = hashlib.sha256(np.ascontiguousarray(self.counts).tobytes()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def describe(self) -> dict:
+        """The ``ferplus_votes`` entry of a dataset block: where the votes come from and their sha256."""
+        return {"source": self.source, "sha256": self.sha256}
+
+    def subset(self, mask: np.ndarray) -> "FerPlusVotes":
+        """The votes of the rows a boolean mask or index array selects."""
+        return FerPlusVotes(self.counts[mask], self.source, self.sha256)
+
+    def class_votes(self, class_names: tuple[str, ...] = FERPLUS_CLASS_NAMES) -> np.ndarray:
+        """Votes ``(N, len(class_names))`` for a model's classes (this project's names: FER2013's
+        seven, or FER+'s eight with contempt), taken from the FER+ emotion column of each class."""
+        column = {FERPLUS_TO_CLASS[e]: i for i, e in enumerate(FERPLUS_EMOTIONS)}
+        unknown = [name for name in class_names if name not in column]
+        if unknown:
+            raise ValueError(f"class(es) {unknown} have no FER+ vote column; FER+ has {sorted(column)}")
+        return self.counts[:, [column[name] for name in class_names]]
+
+    def majority(self, class_names: tuple[str, ...] = FERPLUS_CLASS_NAMES) -> tuple[np.ndarray, np.ndarray]:
+        """FER+'s majority label of every face as an index into ``class_names`` (-1 where left
+        out) and why a face is left out (``""`` where kept): :func:`ferplus_majority`."""
+        return ferplus_majority(self.counts, class_names)
+
+
+def ferplus_majority(counts: np.ndarray, class_names: tuple[str, ...] = FERPLUS_CLASS_NAMES) -> tuple[np.ndarray, np.ndarray]:
+    """FER+'s majority rule (its ``majority`` mode) on vote counts ``(N, 10)`` in FER+'s order.
+
+    Single votes are dropped; a face is kept when its top column then holds more than half of the
+    remaining votes. Returns labels ``(N,)`` indexing ``class_names`` (FER+'s eight under this
+    project's names, or FER2013's seven) with -1 where a face is left out, and reasons ``(N,)``:
+    ``""`` (kept), ``no majority``, ``unknown`` or ``not a face`` (the top column), or the name of a
+    top emotion ``class_names`` lacks (``contempt`` for FER2013's seven).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    kept_votes = np.where(counts > 1, counts, 0)
+    top = kept_votes.argmax(axis=1)
+    has_majority = 2 * kept_votes.max(axis=1) > kept_votes.sum(axis=1)
+    index = {name: i for i, name in enumerate(class_names)}
+    column_class = [index.get(FERPLUS_TO_CLASS[e], -1) for e in FERPLUS_EMOTIONS] + [-1, -1]
+    column_reason = ["" if index.get(FERPLUS_TO_CLASS[e], -1) >= 0 else FERPLUS_TO_CLASS[e] for e in FERPLUS_EMOTIONS]
+    column_reason += [UNKNOWN, NOT_A_FACE]
+    labels = np.where(has_majority, np.asarray(column_class)[top], -1)
+    reasons = np.where(has_majority, np.asarray(column_reason, dtype=object)[top], NO_MAJORITY).astype(str)
+    return labels.astype(np.int64), reasons
+
+
 @dataclass
 class FERDataset:
     """FER2013 (or a stand-in) in memory.
@@ -54,7 +138,8 @@ class FERDataset:
     ``notes`` records anything a reader of the results must know (synthetic data, a
     fallback split, converted images). ``label_source`` says where labels that are not the
     images' own file's come from (FER+: ``{"name": "ferplus", ...}``); ``describe`` records it
-    as ``labels``, so a run on them is never taken for a run on FER2013's labels.
+    as ``labels``, so a run on them is never taken for a run on FER2013's labels. ``ferplus``: FER+'s
+    votes for the same rows (:class:`FerPlusVotes`), when known; ``describe`` records their sha256.
     """
 
     pixels: np.ndarray
@@ -66,6 +151,7 @@ class FERDataset:
     notes: list[str] = field(default_factory=list)
     class_names: tuple[str, ...] = CLASS_NAMES
     label_source: dict | None = None
+    ferplus: FerPlusVotes | None = None
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels, dtype=np.uint8)
@@ -76,6 +162,8 @@ class FERDataset:
             raise DataFormatError(f"{self.source}: pixels must be (N, 48, 48), got {self.pixels.shape}")
         if len(self.labels) != n or len(self.usage) != n:
             raise DataFormatError(f"{self.source}: pixels, labels and usage differ in length")
+        if self.ferplus is not None and len(self.ferplus) != n:
+            raise DataFormatError(f"{self.source}: {len(self.ferplus)} rows of FER+ votes for {n} images")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,6 +207,7 @@ class FERDataset:
             "n_test": sizes[TEST],
             "notes": list(self.notes),
             **({"labels": dict(self.label_source)} if self.label_source else {}),
+            **({"ferplus_votes": self.ferplus.describe()} if self.ferplus is not None else {}),
         }
 
     def subset(self, mask: np.ndarray) -> "FERDataset":
@@ -126,7 +215,16 @@ class FERDataset:
         return FERDataset(
             self.pixels[mask], self.labels[mask], self.usage[mask], self.name, self.source,
             self.synthetic, list(self.notes), self.class_names, self.label_source,
+            None if self.ferplus is None else self.ferplus.subset(mask),
         )
+
+    def ferplus_split(self, usage: str) -> FerPlusVotes:
+        """The FER+ votes of one split's faces, in the order of :meth:`split`; a
+        :class:`DataFormatError` when the dataset has none."""
+        if self.ferplus is None:
+            raise DataFormatError(f"{self.source}: no FER+ votes ({FERPLUS_FILE} beside the CSV, or ferplus_path=)")
+        self.split(usage)  # an unknown or empty split says so
+        return self.ferplus.subset(self.usage == usage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +413,94 @@ def _parse_pixels(text: str, path: Path, line: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# FER+ votes
+
+
+def load_ferplus_votes(path: str | os.PathLike, usage: np.ndarray) -> FerPlusVotes:
+    """Read FER+'s ``fer2013new.csv`` for the FER2013 rows whose Usage is ``usage`` (in order).
+
+    Raises :class:`VoteFileError` naming the file (and line) for an unreadable file, missing
+    columns, a row count or a row's Usage that differs from the FER2013 copy's, and vote counts
+    that are not whole numbers from 0 to 10 adding up to 1-10.
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, zlib.error) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise VoteFileError(f"{path}: cannot be read as FER+'s vote file ({type(err).__name__}: {err}); "
+                            "copy it again") from None
+    table.columns = [c.strip() for c in table.columns]
+    missing = [c for c in ("Usage", *FERPLUS_COLUMNS) if c not in table.columns]
+    if missing:
+        raise VoteFileError(f"{path}, line 1: header lacks column(s) {missing}; expected "
+                            f"Usage,Image name,{','.join(FERPLUS_COLUMNS)}")
+    usage = np.asarray(usage, dtype=str)
+    if len(table) != len(usage):
+        raise VoteFileError(f"{path}: {len(table):,} data rows, but the FER2013 copy has {len(usage):,}: "
+                            "not the FER+ file of this copy (its rows follow fer2013.csv one to one)")
+    differs = np.flatnonzero(table["Usage"].str.strip().to_numpy(dtype=str) != usage)
+    if len(differs):
+        row = differs[0]
+        raise VoteFileError(f"{path}, line {row + 2}: Usage {table['Usage'].iloc[row]!r}, but FER2013's row "
+                            f"{row + 1} is {usage[row]!r} ({len(differs):,} rows differ): the rows are not in "
+                            "fer2013.csv's order")
+    counts = table[list(FERPLUS_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(counts) | (counts != np.round(counts)) | (counts < 0) | (counts > 10)
+    totals = np.where(bad, 0, counts).sum(axis=1)
+    bad_rows = np.flatnonzero(bad.any(axis=1) | (totals < 1) | (totals > 10))
+    if len(bad_rows):
+        row = bad_rows[0]
+        values = dict(zip(FERPLUS_COLUMNS, table[list(FERPLUS_COLUMNS)].iloc[row]))
+        raise VoteFileError(f"{path}, line {row + 2}: vote counts {values} are not whole numbers 0-10 "
+                            f"adding up to 1-10 (ten annotators)")
+    return FerPlusVotes(counts.astype(np.int64), str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def find_ferplus_votes(data_path: str | os.PathLike) -> Path | None:
+    """FER+'s vote file for the FER2013 CSV at ``data_path``: ``$FERPLUS`` if set, else
+    ``fer2013new.csv`` beside the CSV, in a ``ferplus/`` folder beside it, or in a ``ferplus/``
+    folder beside the CSV's folder (``data/fer2013/`` and ``data/ferplus/``). None when there is none."""
+    given = os.environ.get(config.FERPLUS_ENV_VAR)
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: FER+ vote file not found (given as ${config.FERPLUS_ENV_VAR})")
+        return path
+    path = Path(data_path).expanduser().absolute()
+    for folder in dict.fromkeys((path.parent, path.resolve().parent)):  # the link's folder, then its target's
+        for candidate in (folder / FERPLUS_FILE, folder / "ferplus" / FERPLUS_FILE,
+                          folder.parent / "ferplus" / FERPLUS_FILE):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+_said_no_ferplus: set[str] = set()
+
+
+def attach_ferplus(ds: FERDataset, data_path: str | os.PathLike, ferplus_path: str | os.PathLike | None = None) -> FERDataset:
+    """``ds`` with FER+'s votes (``ds.ferplus``) from ``ferplus_path`` or the file
+    :func:`find_ferplus_votes` finds for ``data_path``; unchanged without one. The Kaggle image
+    folders cannot be mapped to FER+'s rows: with them it says so once and goes on without."""
+    data_path = Path(data_path)
+    if data_path.is_dir():
+        if ferplus_path is not None:
+            raise VoteFileError(f"{ferplus_path}: FER+ votes follow fer2013.csv's rows; the image folder "
+                                f"{data_path} cannot be mapped to them: use the CSV")
+        if str(data_path) not in _said_no_ferplus:
+            _said_no_ferplus.add(str(data_path))
+            print(f"{data_path}: image folders cannot be mapped to FER+'s rows; going on without FER+ labels "
+                  "(use fer2013.csv for them)")
+        return ds
+    path = Path(ferplus_path).expanduser() if ferplus_path is not None else find_ferplus_votes(data_path)
+    if path is not None:
+        ds.ferplus = load_ferplus_votes(path, ds.usage)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
 # Image-folder layout
 
 
@@ -420,12 +606,18 @@ def stratified_split(labels: np.ndarray, seed: int = 0, fractions=(0.8, 0.1, 0.1
 
 
 def load_fer2013(path: str | os.PathLike, cache: bool = True, seed: int = 0,
-                 progress: bool = True) -> FERDataset:
-    """Load FER2013 from a CSV, a CSV.gz, an image folder or a cached ``.npz``.
+                 progress: bool = True, ferplus_path: str | os.PathLike | None = None) -> FERDataset:
+    """Load FER2013 from a CSV, a CSV.gz, an image folder or a cached ``.npz``, with FER+'s votes
+    (``ferplus``) from ``ferplus_path`` or found beside the CSV (:func:`attach_ferplus`).
 
     With ``cache`` the parsed arrays are kept in ``config.cache_dir()`` keyed by the source's
     path, size and modification time, so the CSV is parsed once.
     """
+    return attach_ferplus(_load_images(path, cache, seed, progress), path, ferplus_path)
+
+
+def _load_images(path: str | os.PathLike, cache: bool, seed: int, progress: bool) -> FERDataset:
+    """:func:`load_fer2013` without the votes."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -518,6 +710,22 @@ def write_csv(ds: FERDataset, path: str | os.PathLike) -> Path:
         handle.write("emotion,pixels,Usage\n")
         for pixels, label, usage in zip(ds.pixels, ds.labels, ds.usage):
             handle.write(f"{label},{' '.join(map(str, pixels.ravel()))},{usage}\n")
+    return path
+
+
+def write_ferplus_votes(ds: FERDataset, path: str | os.PathLike) -> Path:
+    """Write ``ds``'s FER+ votes in FER+'s ``fer2013new.csv`` layout, rows in ``ds``'s order (the
+    image name empty where the votes say not a face, as in FER+'s file)."""
+    if ds.ferplus is None:
+        raise ValueError(f"{ds.source}: the dataset has no FER+ votes to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _, reasons = ds.ferplus.majority()
+    names = [("" if why == NOT_A_FACE else f"fer{i:07d}.png") for i, why in enumerate(reasons)]
+    table = pd.DataFrame(ds.ferplus.counts, columns=list(FERPLUS_COLUMNS))
+    table.insert(0, "Image name", names)
+    table.insert(0, "Usage", ds.usage)
+    table.to_csv(path, index=False)
     return path
 
 

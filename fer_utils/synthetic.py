@@ -4,7 +4,8 @@ Each image is a 48x48 grayscale cartoon face whose eyebrows, eyes and mouth foll
 expression (a smile for happy, raised brows and an open mouth for surprise, ...), with random
 pose, size, lighting, noise and cue strength, and a small share of flipped labels, so a model
 can learn it but not trivially. Classes follow FER2013's imbalance and the official 80/10/10
-Usage proportions.
+Usage proportions. Every face also gets ten generated FER+ votes (``FERDataset.ferplus``) around
+its drawn expression, so the FER+ path runs on the stand-in too.
 
 (The demo and test clip made from a real face photo, ``make_test_clip``, is the recognizer's:
 it lives in :mod:`fer_utils.samples`.)
@@ -15,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .config import CLASS_NAMES, IMAGE_SIZE, TEST, TRAIN, VAL
-from .data import FERDataset, sample_per_class
+from .config import CLASS_NAMES, FERPLUS_EMOTIONS, FERPLUS_TO_CLASS, IMAGE_SIZE, TEST, TRAIN, VAL
+from .data import FERPLUS_COLUMNS, FERDataset, FerPlusVotes, sample_per_class
 
 #: FER2013's images per class (all splits), used for the stand-in's class shares.
 FER2013_CLASS_COUNTS = np.array([4953, 547, 5121, 8989, 6077, 4002, 6198])
@@ -100,7 +101,29 @@ def make_synthetic_fer(n: int = 3500, seed: int = 0, label_noise: float = 0.05) 
     order = rng.permutation(len(labels))
     labels, usage = labels[order], usage[order].astype(str)
     pixels = np.stack([synthetic_face(int(y), rng) for y in labels])
+    votes = synthetic_votes(labels, seed)
     noisy = rng.random(len(labels)) < label_noise
     labels = np.where(noisy, rng.integers(0, len(CLASS_NAMES), len(labels)), labels)
     return FERDataset(pixels, labels, usage, name="synthetic", source=f"make_synthetic_fer(n={n}, seed={seed})",
-                      synthetic=True, notes=[SYNTHETIC_NOTE])
+                      synthetic=True, notes=[SYNTHETIC_NOTE], ferplus=votes)
+
+
+def synthetic_votes(labels: np.ndarray, seed: int = 0, not_a_face: float = 0.01) -> FerPlusVotes:
+    """Ten generated FER+ votes per face (FER+'s column order) around its drawn expression
+    ``labels`` (FER2013's classes): a clear share on it, the rest on one confusable emotion and a
+    little everywhere (contempt and unknown included), so some faces have no majority; a share
+    ``not_a_face`` of faces get only NF votes. Its own generator (seeded), so the faces stay as before."""
+    rng = np.random.default_rng([seed, 33])
+    column = {FERPLUS_TO_CLASS[e]: i for i, e in enumerate(FERPLUS_EMOTIONS)}
+    n_columns, n_emotions = len(FERPLUS_COLUMNS), len(FERPLUS_EMOTIONS)
+    counts = np.zeros((len(labels), n_columns), np.int64)
+    for i, label in enumerate(labels):
+        shares = np.full(n_columns, 0.0)
+        shares[:n_emotions + 1] = 0.15 / (n_emotions + 1)  # a little on every emotion and unknown
+        shares[rng.integers(n_emotions)] += 0.25  # a confusable emotion
+        clarity = rng.uniform(0.3, 1.0)
+        shares = (1 - clarity) * shares / shares.sum()
+        shares[column[CLASS_NAMES[label]]] += clarity
+        counts[i] = rng.multinomial(10, shares)
+    counts[rng.random(len(labels)) < not_a_face] = np.eye(n_columns, dtype=np.int64)[-1] * 10
+    return FerPlusVotes(counts, source=f"synthetic_votes(seed={seed})")
