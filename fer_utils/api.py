@@ -2,7 +2,8 @@
 
     from fer_utils import ExpressionRecognizer, plot_timeline
 
-    recognizer = ExpressionRecognizer()                       # the released ONNX model, Haar detector
+    recognizer = ExpressionRecognizer()                       # the default released model, Haar detector
+    ferplus = ExpressionRecognizer(model="ferplus")           # or one by name (fer2013, ferplus), or a file
     for face in recognizer.predict("photo.jpg"):              # largest face first
         print(face.box, face.label, face.probabilities, face.detector_score)
     table = recognizer.analyze_video("clip.mp4", seconds=10)  # pandas: one row per frame and face
@@ -39,7 +40,7 @@ from .extras import require
 from .media import IMAGE_SUFFIXES, SourceError, decode_photo, image_files, read_image, to_bgr_frame
 from .model_file import OnnxClassifier, find_model, released_model
 from .progress import tqdm
-from .recognizer import CLASS_COLORS, NO_FACE, Recognizer, RunResult, run_pipeline
+from .recognizer import NO_FACE, Recognizer, RunResult, class_color, classifier_classes, run_pipeline
 
 #: Detect every N frames in live video by default (tracking in between): MTCNN is too slow for every frame.
 LIVE_DETECT_EVERY = {"haar": 1, "mtcnn": 10}
@@ -47,8 +48,9 @@ BOX_COLUMNS = ["x", "y", "w", "h"]
 
 
 def load_classifier(model: str | os.PathLike | None = None, threads: int | None = None) -> OnnxClassifier:
-    """An :class:`model_file.OnnxClassifier` for ``model`` (:func:`model_file.find_model`;
-    default: the released model), with ``threads`` ONNX Runtime threads (None: one per core).
+    """An :class:`model_file.OnnxClassifier` for ``model`` (:func:`model_file.find_model`: a path,
+    or a released model's name, ``fer2013`` or ``ferplus``; default: the default released model),
+    with ``threads`` ONNX Runtime threads (None: one per core).
     :class:`model_file.ModelFileError` for a missing file (saying how to get one), a Keras file,
     or a file that is not a FER model."""
     return OnnxClassifier(find_model(model), threads=threads)
@@ -92,36 +94,38 @@ class ImageResult:
         return {"image": self.image, "width": width, "height": height, "faces": [f.as_dict() for f in self.faces]}
 
 
-def face_row(index: int | None, face: Face | None) -> dict:
-    """One table row's face columns: face number, box, detector score, label and the seven
-    probabilities (missing values and the label ``no face`` for ``face=None``)."""
+def face_row(index: int | None, face: Face | None, class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+    """One table row's face columns: face number, box, detector score, label and one probability
+    per class (missing values over ``class_names`` and the label ``no face`` for ``face=None``)."""
     if face is None:
         return {"face": pd.NA, **dict.fromkeys(BOX_COLUMNS, pd.NA), "detector_score": np.nan, "label": NO_FACE,
-                **dict.fromkeys(CLASS_NAMES, np.nan)}
+                **dict.fromkeys(class_names, np.nan)}
     return {"face": index, **dict(zip(BOX_COLUMNS, (int(v) for v in face.box))), "detector_score": face.detector_score,
             "label": face.label, **{c: round(p, 6) for c, p in face.probabilities.items()}}
 
 
-def _table(rows: list[dict], leading: dict[str, str]) -> pd.DataFrame:
-    """Rows as a DataFrame: ``leading`` columns (name: dtype) first, then the face columns, with
-    nullable integers for face numbers and boxes (so a CSV says ``177``, not ``177.0``)."""
-    columns = [*leading, "face", *BOX_COLUMNS, "detector_score", "label", *CLASS_NAMES]
+def _table(rows: list[dict], leading: dict[str, str], class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Rows as a DataFrame: ``leading`` columns (name: dtype) first, then the face columns (one
+    probability per class of ``class_names``), with nullable integers for face numbers and boxes
+    (so a CSV says ``177``, not ``177.0``)."""
+    columns = [*leading, "face", *BOX_COLUMNS, "detector_score", "label", *class_names]
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({**leading, "face": "Int64", **dict.fromkeys(BOX_COLUMNS, "Int64"),
-                         "detector_score": "float64", **dict.fromkeys(CLASS_NAMES, "float64")})
+                         "detector_score": "float64", **dict.fromkeys(class_names, "float64")})
 
 
-def results_table(results: Iterable[ImageResult]) -> pd.DataFrame:
+def results_table(results: Iterable[ImageResult], class_names: tuple[str, ...] = CLASS_NAMES) -> pd.DataFrame:
     """A batch's results as a DataFrame, one row per face (``face`` 0 = the largest); an image
     without a face gets one row labelled ``no face``, an unreadable one a row labelled ``error``.
-    Columns: image, face, x, y, w, h, detector_score, label and the seven probabilities."""
+    Columns: image, face, x, y, w, h, detector_score, label and one probability per class of the
+    model (``class_names``: :attr:`ExpressionRecognizer.class_names`)."""
     rows = []
     for result in results:
         if not result.faces:
-            rows.append({"image": result.image, **face_row(None, None)})
+            rows.append({"image": result.image, **face_row(None, None, class_names)})
             rows[-1]["label"] = "error" if result.error is not None else NO_FACE
-        rows.extend({"image": result.image, **face_row(i, f)} for i, f in enumerate(result.faces))
-    return _table(rows, {"image": "string"})
+        rows.extend({"image": result.image, **face_row(i, f, class_names)} for i, f in enumerate(result.faces))
+    return _table(rows, {"image": "string"}, class_names)
 
 
 def _count(n: int, noun: str) -> str:
@@ -140,29 +144,34 @@ def batch_summary(results: list[ImageResult]) -> str:
 
 class FrameTable:
     """Collects the faces of each frame (``run_pipeline(on_frame=...)``) into the per-frame table
-    that :meth:`ExpressionRecognizer.analyze_video` returns."""
+    that :meth:`ExpressionRecognizer.analyze_video` returns, one probability column per class of
+    the model (``class_names``)."""
 
-    def __init__(self):
+    def __init__(self, class_names: tuple[str, ...] = CLASS_NAMES):
         self.rows: list[dict] = []
+        self.class_names = tuple(class_names)
 
     def __call__(self, index: int, seconds: float, faces: list[Face]) -> None:
         start = {"frame": index, "time_s": round(seconds, 4)}
         if not faces:
-            self.rows.append({**start, **face_row(None, None)})
-        self.rows.extend({**start, **face_row(i, f)} for i, f in enumerate(faces))
+            self.rows.append({**start, **face_row(None, None, self.class_names)})
+        self.rows.extend({**start, **face_row(i, f, self.class_names)} for i, f in enumerate(faces))
 
     def to_frame(self) -> pd.DataFrame:
         """Columns: frame, time_s, face (0 = the largest; missing in a frame without a face,
-        labelled ``no face``), x, y, w, h, detector_score, label and the seven probabilities."""
-        return _table(self.rows, {"frame": "int64", "time_s": "float64"})
+        labelled ``no face``), x, y, w, h, detector_score, label and one probability per class."""
+        return _table(self.rows, {"frame": "int64", "time_s": "float64"}, self.class_names)
 
 
 class ExpressionRecognizer:
     """Facial expressions in photos and videos: face detection, 48x48 gray crops, the ONNX model.
 
-    ``model``: an ``.onnx`` file (default: the released model, :func:`released_model`) or any
-    function uint8 faces ``(N, 48, 48)`` -> probabilities ``(N, 7)`` (e.g. an
-    :class:`model_file.OnnxClassifier`); ``detector``: ``haar`` (OpenCV's Haar cascade: fast,
+    ``model``: an ``.onnx`` file, a released model's name (``fer2013``: trained on FER2013's labels,
+    7 classes; ``ferplus``: on FER+'s ten-annotator votes, 8 classes with contempt; default: the
+    default released model, :func:`released_model`) or any function uint8 faces ``(N, 48, 48)`` ->
+    probabilities ``(N, classes)`` (e.g. an :class:`model_file.OnnxClassifier`, which knows its
+    classes from its file; for another function ``class_names`` names them, default FER2013's
+    seven); ``detector``: ``haar`` (OpenCV's Haar cascade: fast,
     frontal faces), ``mtcnn`` (slower, finds turned faces, levels the eyes; loads TensorFlow: the ``mtcnn`` extra) or
     a detector object; ``threads``: ONNX Runtime threads (None: one per core); ``margin``: the
     border added around a detected face, a share of its side (0-1); ``min_face``: the smallest
@@ -172,12 +181,14 @@ class ExpressionRecognizer:
     """
 
     def __init__(self, model=None, detector="haar", threads: int | None = None, margin: float = 0.1,
-                 min_face: float | None = None):
+                 min_face: float | None = None, class_names: tuple[str, ...] | None = None):
         if model is None or isinstance(model, (str, os.PathLike)):
             model = load_classifier(model, threads)
         if not callable(model):
-            raise TypeError(f"model must be an .onnx path or a function faces -> probabilities, not {type(model)}")
+            raise TypeError(f"model must be an .onnx path, a released model's name or a function faces -> "
+                            f"probabilities, not {type(model)}")
         self.classifier = model
+        self.class_names = classifier_classes(model, class_names)  #: the model's classes, in output order
         self.model_path: Path | None = getattr(model, "path", None)
         self.detector = detector
         self.margin, self.min_face = margin, min_face
@@ -202,7 +213,7 @@ class ExpressionRecognizer:
         """The :class:`recognizer.Recognizer` that photos go through (made on first use)."""
         if self._still_recognizer is None:
             self._still_recognizer = Recognizer(self.classifier, self._detector("still"), margin=self.margin,
-                                                show_fps=False)
+                                                show_fps=False, class_names=self.class_names)
         return self._still_recognizer
 
     def video_recognizer(self, detect_every: int | None = None, tracker: str = "template") -> Recognizer:
@@ -210,13 +221,14 @@ class ExpressionRecognizer:
         tracking state): detection every ``detect_every`` frames (default: 1 for Haar, 10 for
         MTCNN), ``tracker`` in between; ``process(frame)`` draws labels and the frame rate."""
         every = detect_every or LIVE_DETECT_EVERY.get(self.detector if isinstance(self.detector, str) else "", 1)
-        return Recognizer(self.classifier, self._detector("video"), every, tracker, margin=self.margin)
+        return Recognizer(self.classifier, self._detector("video"), every, tracker, margin=self.margin,
+                          class_names=self.class_names)
 
     # -- photos --------------------------------------------------------------------------------
 
     def predict(self, image, whole: bool | None = None, bgr: bool = False) -> list[Face]:
         """The faces in one image, largest first: each has ``box`` (x, y, width, height in
-        pixels), ``label``, ``probabilities`` (dict by class), ``proba`` (array ``(7,)``),
+        pixels), ``label``, ``probabilities`` (dict by class), ``proba`` (array ``(classes,)``),
         ``detector_score`` (the detector's confidence, see :class:`detection.Face`) and ``crop`` (the 48x48
         gray face the model saw). ``image``: a path, encoded bytes, a PIL image or an RGB array
         (``bgr=True`` for OpenCV's order); ``whole=True`` takes the whole image as one face.
@@ -272,7 +284,7 @@ class ExpressionRecognizer:
         ``seconds`` seconds of video (a camera runs until one of these or Ctrl+C). ``out``: also
         write the annotated video. ``table.attrs`` holds the source, frames, FPS and why it stopped.
         :class:`media.SourceError` if no frame could be read."""
-        table = FrameTable()
+        table = FrameTable(self.class_names)
         result = self.run_video(source, detect_every, tracker, out=out, max_frames=max_frames, seconds=seconds,
                                 on_frame=table, annotate=False, progress=progress)
         if result.frames == 0 and result.stopped != "interrupted":
@@ -285,19 +297,20 @@ class ExpressionRecognizer:
 def plot_timeline(table: pd.DataFrame, face: int = 0, smooth: int = 1, ax=None):
     """The expression timeline of a video: each expression's probability over time for face
     number ``face`` (0: the largest face of each frame), from :meth:`ExpressionRecognizer.analyze_video`'s
-    table; ``smooth``: a centred rolling mean over that many frames. Frames without that face
-    leave gaps. Returns the matplotlib Axes. Needs matplotlib (the ``plot`` extra; without it,
+    table (its class columns, those after ``label``: the model's classes); ``smooth``: a centred
+    rolling mean over that many frames. Frames without that face leave gaps. Returns the matplotlib Axes. Needs matplotlib (the ``plot`` extra; without it,
     ``extras.MissingExtra`` says so in one line)."""
     plt = require("matplotlib.pyplot", "plot", "the timeline plot")  # optional (`plot` extra): imported here
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.5))
     times = table.groupby("frame")["time_s"].first()
-    shown = table[table["face"] == face].set_index("frame")[list(CLASS_NAMES)].reindex(times.index)
+    class_names = list(table.columns[table.columns.get_loc("label") + 1:])
+    shown = table[table["face"] == face].set_index("frame")[class_names].reindex(times.index)
     if smooth > 1:
         shown = shown.rolling(smooth, center=True, min_periods=1).mean().where(shown.notna())
-    for k, name in enumerate(CLASS_NAMES):
-        b, g, r = CLASS_COLORS[k]
+    for name in class_names:
+        b, g, r = class_color(name)
         ax.plot(times.to_numpy(), shown[name].to_numpy(), label=name, color=(r / 255, g / 255, b / 255), lw=1.5)
     if len(times) > 1:
         ax.set_xlim(times.iloc[0], times.iloc[-1])

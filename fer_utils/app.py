@@ -5,8 +5,11 @@
 The page runs the project's own pipeline on each image through the Python API
 (:class:`api.ExpressionRecognizer`, as the CLI does): :class:`detection.HaarDetector` (or
 :class:`detection.MTCNNDetector`) finds the faces, :func:`recognizer.crop_face` cuts the 48x48
-gray crops FER2013 is made of, and the released ONNX model (:func:`model_file.find_model`, run by
-:class:`model_file.OnnxClassifier`; ``FER_APP_MODEL=path.onnx`` picks another) classifies them.
+gray crops FER2013 is made of, and a released ONNX model (:func:`model_file.find_model`, run by
+:class:`model_file.OnnxClassifier`) classifies them: the sidebar chooses between the released models
+present (trained on FER2013's labels, seven classes, or on FER+'s votes, eight with contempt; the
+default-model rule's choice first), and ``FER_APP_MODEL=path.onnx`` runs another. The class names
+come from the model file.
 Every face is boxed and labelled on the photo and gets a probability bar chart; one chosen face
 can be explained with LIME or an occlusion map (:mod:`fer_utils.saliency`), both asked of the
 ONNX model alone, so the app needs no TensorFlow (only its MTCNN detector loads it). Without any
@@ -26,7 +29,7 @@ network (``localhost``, or https elsewhere: browsers give the camera to secure p
 Bad input never shows a traceback: a file that is not an image or is damaged, an image over
 :data:`MAX_UPLOAD_MB` or :data:`MAX_PIXELS` or under ``media.MIN_FACE_SIDE`` pixels a side, an
 image without faces or with more than the chosen number of faces each gets a message naming the
-file (the same rules as the CLI's), and a model file that is not a 7-class probability model a
+file (the same rules as the CLI's), and a model file that is not a FER probability model a
 message naming the model. Large images are shrunk to
 :data:`ANALYSIS_MAX_SIDE` pixels before detection.
 
@@ -66,8 +69,8 @@ from fer_utils.config import CLASS_NAMES, IMAGE_SIZE
 from fer_utils.detection import Face
 from fer_utils.extras import MissingExtra, install_hint, require
 from fer_utils.media import MAX_PIXELS, SourceError, decode_photo
-from fer_utils.model_file import ModelFileError, OnnxClassifier, find_model, read_model_card
-from fer_utils.recognizer import CLASS_COLORS, WHOLE_FACE_MAX_SIDE, Recognizer, draw_faces
+from fer_utils.model_file import DEFAULT_MODEL, RELEASED_MODELS, ModelFileError, OnnxClassifier, find_model, read_model_card
+from fer_utils.recognizer import WHOLE_FACE_MAX_SIDE, Recognizer, class_color, classifier_classes, draw_faces
 
 st = require("streamlit", "app", "the browser app")  # the `app` extra: the page itself
 
@@ -75,7 +78,9 @@ MAX_UPLOAD_MB = 20  #: largest accepted file, in MB (the upload widget refuses l
 ANALYSIS_MAX_SIDE = 1600  #: images are shrunk to at most this many pixels per side before detection
 MAX_FACES = 10  #: faces analysed per image by default (the largest ones)
 MAX_FILES = 10  #: images analysed per page run
-MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released one
+MODEL_ENV_VAR = "FER_APP_MODEL"  #: names an ONNX model to use instead of the released ones
+#: The released models (``model_file.RELEASED_MODELS``) as the sidebar names them.
+MODEL_LABELS = {"fer2013": "FER2013 labels (7 classes)", "ferplus": "FER+ labels (8 classes, with contempt)"}
 SAMPLE_NAME = "sample photo (skimage.data.astronaut)"
 EXPLAIN_METHODS = ("LIME", "Occlusion")
 #: How to get a model when there is none, as the page says it.
@@ -107,17 +112,19 @@ class Photo:
 @dataclass
 class FaceResult:
     """One classified face: ``index`` (1 = largest), ``box`` ``(x, y, w, h)`` in ``Photo.rgb``
-    pixels, the 48x48 gray ``crop`` the model saw, its probabilities ``(7,)`` and label."""
+    pixels, the 48x48 gray ``crop`` the model saw, its probabilities ``(classes,)`` over the
+    model's ``classes`` and label."""
 
     index: int
     box: tuple[int, int, int, int]
     crop: np.ndarray
     proba: np.ndarray
     score: float = 1.0
+    classes: tuple[str, ...] = CLASS_NAMES
 
     @property
     def label(self) -> str:
-        return CLASS_NAMES[int(np.argmax(self.proba))]
+        return self.classes[int(np.argmax(self.proba))]
 
     @property
     def confidence(self) -> float:
@@ -125,7 +132,7 @@ class FaceResult:
 
     def as_dict(self) -> dict:
         return {"face": self.index, "box": [int(v) for v in self.box], "label": self.label,
-                "probabilities": {c: round(float(p), 4) for c, p in zip(CLASS_NAMES, self.proba)}}
+                "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, self.proba)}}
 
 
 @dataclass
@@ -191,16 +198,31 @@ def sample_photo() -> Photo:
 # Analysis
 
 
-def model_path() -> Path:
-    """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model (the
-    path, whether or not the file is there; :func:`find_app_model` checks)."""
-    return Path(os.environ.get(MODEL_ENV_VAR) or released_model())
+def model_choices() -> list[str]:
+    """The models the sidebar offers: ``$FER_APP_MODEL`` alone when set, else the released models
+    present (:data:`model_file.RELEASED_MODELS` by name), the default one (:data:`model_file.DEFAULT_MODEL`)
+    first; the default alone when none is present (:func:`find_app_model` then says how to get it)."""
+    if os.environ.get(MODEL_ENV_VAR):
+        return [os.environ[MODEL_ENV_VAR]]
+    present = [name for name in RELEASED_MODELS if released_model(name).is_file()]
+    return sorted(present, key=lambda name: name != DEFAULT_MODEL) or [DEFAULT_MODEL]
 
 
-def find_app_model() -> Path:
+def model_label(choice: str) -> str:
+    """A choice of :func:`model_choices` in words, for the sidebar."""
+    return MODEL_LABELS.get(choice, f"{Path(choice).name} (from ${MODEL_ENV_VAR})")
+
+
+def model_path(choice: str | None = None) -> Path:
+    """The ONNX model the app uses: ``$FER_APP_MODEL`` if set, else the released model ``choice``
+    (default: the default one; the path, whether or not the file is there: :func:`find_app_model` checks)."""
+    return Path(os.environ.get(MODEL_ENV_VAR) or released_model(choice))
+
+
+def find_app_model(choice: str | None = None) -> Path:
     """:func:`model_path`, checked by :func:`model_file.find_model`: :class:`ModelFileError`
     naming the path and how to get a model when it is missing."""
-    return find_model(os.environ.get(MODEL_ENV_VAR) or None, hint=APP_MODEL_HINT)
+    return find_model(os.environ.get(MODEL_ENV_VAR) or choice, hint=APP_MODEL_HINT)
 
 
 def make_detector(name: str = "haar", min_face: float = 0.05):
@@ -230,18 +252,22 @@ def analyse(photo: Photo, recognizer: ExpressionRecognizer, max_faces: int = MAX
     start = time.perf_counter()
     detected = recognizer.predict(photo.rgb)  # largest first
     faces = [FaceResult(i, tuple(int(v) for v in face.box), face.crop, np.asarray(face.proba, dtype=np.float32),
-                        float(face.score)) for i, face in enumerate(detected[:max(0, int(max_faces))], start=1)]
+                        float(face.score), face.classes) for i, face in enumerate(detected[:max(0, int(max_faces))], start=1)]
     whole = max(photo.rgb.shape[:2]) <= WHOLE_FACE_MAX_SIDE
     return Analysis(photo, faces, len(detected), whole, time.perf_counter() - start)
 
 
 def model_accuracy(path: str | os.PathLike) -> str:
     """What the model card beside the ONNX file (``<name>.md``, :func:`model_file.read_model_card`)
-    says of its PrivateTest accuracy, e.g. ``64.2% accurate on FER2013's PrivateTest``; ``see its
-    model card`` without one."""
+    says of its PrivateTest accuracy and labels, e.g. ``64.2% accurate on FER2013's PrivateTest`` or
+    ``85.1% accurate on PrivateTest against FER+ majority labels``; ``see its model card`` without one."""
     card = read_model_card(path)
     accuracy = card.private_test_accuracy if card else None
-    return "see its model card" if accuracy is None else f"{100 * accuracy:.1f}% accurate on FER2013's PrivateTest"
+    if accuracy is None:
+        return "see its model card"
+    labels = card.labels
+    where = "FER2013's PrivateTest" if labels == "FER2013" else f"PrivateTest against {labels} labels"
+    return f"{100 * accuracy:.1f}% accurate on {where}"
 
 
 def summary(analysis: Analysis) -> str:
@@ -273,23 +299,24 @@ def annotate(analysis: Analysis, max_side: int = 960, min_side: int = 640) -> np
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else (cv2.INTER_NEAREST if analysis.whole else cv2.INTER_LINEAR)
     frame = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), size, interpolation=interpolation)
-    faces = [Face(tuple(round(v * scale) for v in f.box), f.score, proba=f.proba) for f in analysis.faces]
+    faces = [Face(tuple(round(v * scale) for v in f.box), f.score, proba=f.proba, classes=f.classes)
+             for f in analysis.faces]
     draw_faces(frame, faces, bars=len(faces) <= 3)
     for face, result in zip(faces, analysis.faces):  # the face number, inside the box's lower left corner
         x, y, _, h = face.box
         text = f"#{result.index}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
         bottom = min(y + h, frame.shape[0]) - 4
-        colour = CLASS_COLORS[int(np.argmax(result.proba))]
+        colour = class_color(result.label)
         cv2.rectangle(frame, (x + 2, bottom - th - 6), (x + tw + 8, bottom), colour, -1)
         cv2.putText(frame, text, (x + 5, bottom - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def probability_table(face: FaceResult):
-    """The face's probabilities as a DataFrame (index: expression, column ``probability``), in
-    ``CLASS_NAMES`` order: what the bar chart shows."""
-    return pd.DataFrame({"expression": list(CLASS_NAMES), "probability": np.asarray(face.proba, dtype=float)})
+    """The face's probabilities as a DataFrame (index: expression, column ``probability``), in the
+    model's class order: what the bar chart shows."""
+    return pd.DataFrame({"expression": list(face.classes), "probability": np.asarray(face.proba, dtype=float)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +354,7 @@ def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = 
     crop = np.asarray(crop, dtype=np.uint8)
     if method == "Occlusion":
         result = saliency.occlusion_map(classifier, crop, label)
-        name, peak = CLASS_NAMES[result.label], float(result.heatmap.max())
+        name, peak = classifier_classes(classifier)[result.label], float(result.heatmap.max())
         caption = (f"Occlusion, {result.patches} grey {result.patch}x{result.patch} patches: green regions, when "
                    f"hidden, lower the probability of '{name}' (by up to {100 * peak:.0f} points), red ones raise it"
                    + (" (none: hiding any patch changes nothing)." if not np.abs(result.heatmap).max() else "."))
@@ -336,7 +363,7 @@ def explain_face(crop: np.ndarray, method: str, classifier, label: int | None = 
         result = saliency.lime_explain(classifier, crop, label, num_samples=num_samples, seed=seed)
     except MissingExtra as exc:
         raise ExplainUnavailable(f"{exc}. The occlusion map needs nothing more.") from None
-    caption = (f"LIME, {num_samples} samples: green regions raise the probability of '{CLASS_NAMES[result.label]}', "
+    caption = (f"LIME, {num_samples} samples: green regions raise the probability of '{classifier_classes(classifier)[result.label]}', "
                f"red ones lower it (local linear fit R² {result.score:.2f}).")
     return {"image": _overlay(crop, result.heatmap), "caption": caption, "label": result.label}
 
@@ -476,8 +503,8 @@ def _explanation(crop: np.ndarray, method: str, label: int, model: str, _onnx) -
         return explain_face(crop, method, _onnx, label)
 
 
-def _model() -> OnnxClassifier:
-    path = find_app_model()
+def _model(choice: str) -> OnnxClassifier:
+    path = find_app_model(choice)
     return _classifier(str(path), path.stat().st_mtime)
 
 
@@ -533,29 +560,32 @@ def main() -> None:
     """The Streamlit page."""
     st.set_page_config(page_title="Facial expressions (FER2013)", page_icon=":slightly_smiling_face:", layout="wide")
     st.title("Facial expression recognition")
-    st.markdown(
-        "Upload photos, take a webcam snapshot or run the live webcam: every face is found, boxed and labelled with "
-        "one of FER2013's seven expressions (" + ", ".join(CLASS_NAMES) + "). The model is this project's released "
-        f"ONNX model ({model_accuracy(model_path())}; people agree with FER2013's labels about 65% of the time). "
-        "An expression is what a face shows, not what a person feels. Images stay in this app's memory only.")
-
     with st.sidebar:
         st.header("Settings")
+        choice = st.selectbox("Model", model_choices(), key="model", format_func=model_label,
+                              help="The released models: trained on FER2013's labels (one annotator per face) or on "
+                                   "FER+'s (ten annotators per face, and an eighth class, contempt).")
         detector = st.selectbox("Face detector", ("haar", "mtcnn"), key="detector", format_func={
             "haar": "Haar cascade (fast, frontal faces)", "mtcnn": "MTCNN (slower, turned faces, levels the eyes)"}.get)
         min_face = st.slider("Smallest face (% of the image width)", 2, 30, 5, key="min_face",
                              disabled=detector != "haar") / 100
         max_faces = int(st.number_input("Faces per photo", 1, 50, MAX_FACES, key="max_faces",
                                         help="the largest ones are analysed"))
-        st.caption(f"Model: {model_path().name}" + (f" (from ${MODEL_ENV_VAR})" if os.environ.get(MODEL_ENV_VAR) else
-                                                    "; model card: models/fer_champion.md"))
+        path = model_path(choice)
+        st.caption(f"Model: {path.name}" + (f" (from ${MODEL_ENV_VAR})" if os.environ.get(MODEL_ENV_VAR) else
+                                            f"; model card: models/{path.with_suffix('.md').name}"))
 
     try:
-        classifier = _model()
+        classifier = _model(choice)
     except Exception as exc:  # noqa: BLE001  (ModelFileError, or whatever ONNX Runtime raises)
         st.error(f"The model cannot be loaded: {exc}" if isinstance(exc, ModelFileError) else
-                 f"The model cannot be loaded: {model_path()} ({type(exc).__name__}: {exc})")
+                 f"The model cannot be loaded: {path} ({type(exc).__name__}: {exc})")
         st.stop()
+    st.markdown(
+        f"Upload photos, take a webcam snapshot or run the live webcam: every face is found, boxed and labelled with "
+        f"one of the model's {len(classifier.class_names)} expressions ({', '.join(classifier.class_names)}). The model "
+        f"is this project's released ONNX model ({model_accuracy(path)}; people agree with FER2013's labels about 65% "
+        "of the time). An expression is what a face shows, not what a person feels. Images stay in this app's memory only.")
     try:
         face_detector = _detector(detector, min_face)
     except Exception as exc:  # noqa: BLE001  (MTCNN/TensorFlow set-up failures)
@@ -563,7 +593,7 @@ def main() -> None:
                  "choose the Haar cascade.")
         st.stop()
 
-    model_key = f"{model_path()}@{model_path().stat().st_mtime}"  # a new model file: new results
+    model_key = f"{path}@{path.stat().st_mtime}"  # a new model file: new results
     if st.toggle("Live webcam", key="live_on", help="Labels every frame of your webcam as it runs (the browser asks "
                  "for the camera). Switch it off for photos and snapshots."):
         _live(classifier, detector, model_key)

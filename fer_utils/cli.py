@@ -6,13 +6,17 @@
                                 [--max-frames N] [--seconds S] [--no-show]
     python -m fer_utils.cli make-clip clip.mp4 [--frames N]     (a test clip from a real face photo)
 
-Every command takes ``--model PATH`` (default: the released ``models/fer_champion.onnx``).
+Every command takes ``--model NAME|PATH``: a released model by name, ``fer2013`` (trained on
+FER2013's labels, seven classes) or ``ferplus`` (trained on FER+'s ten-annotator votes, eight
+classes: FER2013's seven and contempt), or any ONNX file exported by ``fer_utils.export``; the
+default is the released model the default-model rule of docs/release.md picks. The class names
+come from the model file, so the outputs have one probability per class of the model.
 Installed as the console script ``fer-predict``. Both commands run through
 ``fer_utils.api.ExpressionRecognizer``, the Python API, so they give its answers.
 
 ``predict`` reads each image (a folder stands for every image in it and its subfolders) and
 prints one JSON entry per image (``--format csv``: one row per face): each face has ``box``
-(x, y, width, height in pixels), ``label``, the seven ``probabilities`` (summing to 1) and
+(x, y, width, height in pixels), ``label``, the model's ``probabilities`` (summing to 1) and
 ``detector_score``, the face detector's confidence that the box is a face (not about the
 expression): for the Haar cascade the number of raw detections merged into the box (a whole
 number above 5, no fixed maximum, higher is surer), for MTCNN its face probability (0.9-1), and
@@ -27,7 +31,7 @@ exit status says how it went:
     1    partial: some inputs failed (each has its error line), the others were processed
     2    bad input or bad model: nothing could be processed (a missing or damaged file, a folder
          without images, an --out or --csv path that cannot be written, an ONNX file that is not
-         a 7-class probability model, an invalid option)
+         a FER probability model over the classes its metadata names, an invalid option)
     3    an unexpected internal error: the traceback goes to a log file named on stderr
          (``--debug`` prints it instead)
     4    an optional dependency is missing (``--detector mtcnn`` needs the ``mtcnn`` extra,
@@ -56,7 +60,7 @@ from .api import ExpressionRecognizer, FrameTable, batch_summary, results_table
 from .extras import MissingExtra
 from .files import atomic_path
 from .media import SourceError, check_output_path, check_video_path, has_display
-from .model_file import ModelFileError
+from .model_file import DEFAULT_MODEL, RELEASED_MODELS, ModelFileError
 from .samples import make_test_clip
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_MISSING_EXTRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -82,7 +86,7 @@ def _predict(args) -> int:
             entries[-1]["note"] = NO_FACE_NOTE
             print(f"note: {result.image}: {NO_FACE_NOTE}", file=sys.stderr)
     sys.stdout.write(json.dumps(entries, indent=2) + "\n" if args.format == "json" else
-                     results_table(results).to_csv(index=False, lineterminator="\n"))
+                     results_table(results, recognizer.class_names).to_csv(index=False, lineterminator="\n"))
     if batch:
         print(f"summary: {batch_summary(results)}", file=sys.stderr)
     failed = sum(r.error is not None for r in results)
@@ -101,7 +105,7 @@ def _run(args) -> int:
         print("note: no display here, so no window; add --out annotated.mp4 to save the annotated video "
               "or --csv frames.csv for the table of expressions", file=sys.stderr)
     recognizer = _recognizer(args)
-    table = FrameTable() if args.csv else None
+    table = FrameTable(recognizer.class_names) if args.csv else None
     source = int(args.source) if args.source.strip().isdigit() else args.source
     result = recognizer.run_video(source, args.detect_every, args.tracker, out=args.out, show=show,
                                   max_frames=args.max_frames, seconds=args.seconds, on_frame=table,
@@ -167,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     debug = _Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     common = _Parser(add_help=False, parents=[debug])
-    common.add_argument("--model", default=None,
-                        help="ONNX model (default: models/fer_champion.onnx, the released model)")
+    common.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help=f"a released model by name ({', '.join(RELEASED_MODELS)}: trained on FER2013's labels or on "
+                             f"FER+'s votes) or an ONNX file (default: {DEFAULT_MODEL}, by the default-model rule)")
     common.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
                         help="face detector: haar (fast, default) or mtcnn (accurate, slow, levels the eyes; the mtcnn "
                              "extra: mtcnn and TensorFlow)")
@@ -191,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="write the annotated video here (.mp4, .avi or .y4m)")
     run.add_argument("--csv", default=None, metavar="FRAMES.csv",
                      help="write one row per frame and face here: frame, time_s, box, detector_score, label, "
-                          "the seven probabilities")
+                          "one probability per class of the model")
     run.add_argument("--detect-every", type=_number(int, 1), default=1, metavar="N",
                      help="detect faces every N frames, track in between")
     run.add_argument("--tracker", choices=("template", "mil", "hold"), default="template",

@@ -35,7 +35,8 @@ DETECTOR_SETTINGS = {
 @dataclass
 class Face:
     """One face in a frame: its box, detector score, optional eye landmarks, and once
-    classified its probabilities ``(7,)`` and the 48x48 gray ``crop`` the model saw.
+    classified its probabilities ``(classes,)`` over the model's ``classes`` (FER2013's seven,
+    or the FER+ model's eight) and the 48x48 gray ``crop`` the model saw.
     ``tracked`` is True when the box was followed from an earlier detection rather than
     detected in this frame.
 
@@ -52,10 +53,11 @@ class Face:
     tracked: bool = False
     proba: np.ndarray | None = None
     crop: np.ndarray | None = field(default=None, repr=False)  #: uint8 (48, 48), once classified
+    classes: tuple[str, ...] = field(default=CLASS_NAMES, repr=False)  #: the model's classes, in ``proba`` order
 
     @property
     def label(self) -> str:
-        return CLASS_NAMES[int(np.argmax(self.proba))] if self.proba is not None else "?"
+        return self.classes[int(np.argmax(self.proba))] if self.proba is not None else "?"
 
     @property
     def detector_score(self) -> float:
@@ -64,8 +66,8 @@ class Face:
 
     @property
     def probabilities(self) -> dict[str, float]:
-        """The seven probabilities by class name, in ``CLASS_NAMES`` order (empty before classification)."""
-        return {} if self.proba is None else {c: float(p) for c, p in zip(CLASS_NAMES, self.proba)}
+        """The probabilities by class name, in the model's order (empty before classification)."""
+        return {} if self.proba is None else {c: float(p) for c, p in zip(self.classes, self.proba)}
 
     def as_dict(self) -> dict:
         """Plain data: box, detector score, label, probabilities by class."""

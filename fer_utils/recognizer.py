@@ -32,9 +32,16 @@ from .progress import tqdm
 
 WHOLE_FACE_MAX_SIDE = 64  #: an image this small is taken as one face crop, without detection
 STAGES = ("read", "detect", "crop", "classify", "draw", "output")  #: timed per frame (ms)
-#: One BGR colour per class, in CLASS_NAMES order.
-CLASS_COLORS = ((40, 40, 220), (40, 140, 40), (160, 60, 160), (40, 200, 240), (200, 120, 40), (0, 140, 255),
-                (170, 170, 170))
+#: One BGR colour per class name (FER2013's seven and FER+'s contempt); ``class_color`` for any name.
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (40, 200, 240),
+    "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (170, 170, 170), "contempt": (150, 150, 0)}
+OTHER_COLOR = (120, 120, 120)  #: a class no colour is chosen for (a model with other classes)
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """The BGR colour drawn for class ``name``."""
+    return CLASS_COLORS.get(name, OTHER_COLOR)
 NO_FACE = "no face"
 
 
@@ -84,12 +91,12 @@ def draw_faces(frame: np.ndarray, faces: list[Face], bars: bool = True, status: 
             cv2.rectangle(frame, (x, y), (x + w, y + h), (200, 200, 200), 2)
             continue
         k = int(np.argmax(face.proba))
-        color = CLASS_COLORS[k]
+        color = class_color(face.label)
         cv2.rectangle(frame, (x, y), (x + w, y + h), color, 2)
-        _text(frame, f"{CLASS_NAMES[k]} {100 * face.proba[k]:.0f}%", (x, max(16, y - 6)), 0.6, (0, 0, 0), 2, color)
+        _text(frame, f"{face.label} {100 * face.proba[k]:.0f}%", (x, max(16, y - 6)), 0.6, (0, 0, 0), 2, color)
         if bars:
             panel_w, row = 120, 13
-            panel_h = row * len(CLASS_NAMES) + 2
+            panel_h = row * len(face.classes) + 2
             if x + w + 6 + panel_w <= width:  # right of the box, else below, else left
                 px, py = x + w + 6, y
             elif y + h + 6 + panel_h <= height:
@@ -99,9 +106,9 @@ def draw_faces(frame: np.ndarray, faces: list[Face], bars: bool = True, status: 
             py = min(max(0, py), max(0, height - panel_h))
             overlay = frame[py:py + panel_h, px:px + panel_w]
             overlay[:] = (overlay * 0.4).astype(np.uint8)  # darken behind the bars
-            for i, (name, p) in enumerate(zip(CLASS_NAMES, face.proba)):
+            for i, (name, p) in enumerate(zip(face.classes, face.proba)):
                 top = py + i * row + 2
-                cv2.rectangle(frame, (px + 58, top), (px + 58 + int(58 * float(p)), top + row - 3), CLASS_COLORS[i], -1)
+                cv2.rectangle(frame, (px + 58, top), (px + 58 + int(58 * float(p)), top + row - 3), class_color(name), -1)
                 cv2.putText(frame, name, (px + 2, top + row - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
                             cv2.LINE_AA)
     if status:
@@ -111,6 +118,12 @@ def draw_faces(frame: np.ndarray, faces: list[Face], bars: bool = True, status: 
 
 # ---------------------------------------------------------------------------------------------
 # The recognizer
+
+
+def classifier_classes(classifier, class_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The classes a classifier answers: ``class_names`` if given, else its own ``class_names``
+    (an ``OnnxClassifier`` reads them from its file), else FER2013's seven."""
+    return tuple(class_names or getattr(classifier, "class_names", None) or CLASS_NAMES)
 
 
 @dataclass
@@ -125,8 +138,10 @@ class FrameResult:
 class Recognizer:
     """Frame in, annotated frame and classified faces out.
 
-    ``classifier``: a function uint8 faces ``(N, 48, 48)`` -> probabilities ``(N, 7)`` (a
-    ``model_file.OnnxClassifier``, or a Keras model's ``predict``). ``detector``: ``haar``,
+    ``classifier``: a function uint8 faces ``(N, 48, 48)`` -> probabilities ``(N, classes)`` (a
+    ``model_file.OnnxClassifier``, or a Keras model's ``predict``); ``class_names``: its classes
+    (default: the classifier's own ``class_names``, as an ``OnnxClassifier`` reads them from its
+    file, else FER2013's seven). ``detector``: ``haar``,
     ``mtcnn`` or a detector object; ``detect_every``/``tracker``: see :class:`FaceTracker`.
     ``margin``: extra border around the detected box (share of its side); ``align``: level the
     eyes when the detector gives them.
@@ -134,10 +149,11 @@ class Recognizer:
 
     def __init__(self, classifier: Callable[[np.ndarray], np.ndarray], detector="haar", detect_every: int = 1,
                  tracker: str = "template", margin: float = 0.1, align: bool = True, bars: bool = True,
-                 show_fps: bool = True):
+                 show_fps: bool = True, class_names: tuple[str, ...] | None = None):
         if not 0 <= margin <= 1:
             raise ValueError(f"margin={margin}: the border around a face is a share of its side, 0-1")
         self.classifier = classifier
+        self.class_names = classifier_classes(classifier, class_names)
         self.detector = make_detector(detector) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(self.detector, detect_every, tracker)
         self.margin, self.align, self.bars, self.show_fps = margin, align, bars, show_fps
@@ -185,8 +201,8 @@ class Recognizer:
             if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         t2 = time.perf_counter()
         if faces:
-            for face, crop, p in zip(faces, crops, np.asarray(self.classifier(crops))):
-                face.crop, face.proba = crop, p
+            for face, crop, p in zip(faces, crops, self.classify(crops)):
+                face.crop, face.proba, face.classes = crop, p, self.class_names
         t3 = time.perf_counter()
         annotated = frame.copy()
         if annotate:
@@ -216,7 +232,17 @@ class Recognizer:
         h, w = image.shape[:2]
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         crop = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-        return [Face((0, 0, w, h), proba=np.asarray(self.classifier(crop[None]))[0], crop=crop)]
+        return [Face((0, 0, w, h), proba=self.classify(crop[None])[0], crop=crop, classes=self.class_names)]
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """The classifier's probabilities ``(N, classes)`` for face crops ``(N, 48, 48)``; ValueError
+        when they are not one per class name (a classifier given the wrong ``class_names``)."""
+        proba = np.asarray(self.classifier(crops))
+        if proba.ndim != 2 or proba.shape[1] != len(self.class_names):
+            raise ValueError(f"the classifier gives probabilities of shape {proba.shape} for {len(crops)} faces, not "
+                             f"one per class ({len(self.class_names)}: {', '.join(self.class_names)}); "
+                             "pass its class_names")
+        return proba
 
     def predict_image(self, image: np.ndarray, whole: bool | None = None) -> list[dict]:
         """:meth:`faces_in_image` as plain dicts (box, detector_score, label, probabilities)."""
