@@ -4,6 +4,8 @@ A split's metrics (``split_metrics``): accuracy, balanced accuracy, macro and we
 top-2/top-3 accuracy, per-class precision/recall/F1/support and the 7x7 confusion matrix
 (rows = true class). ``evaluate_splits`` computes them on PublicTest, PrivateTest and
 ``PrivateTest_clean`` (PrivateTest without the images whose pixels also appear in Training).
+With FER+'s votes (``FERDataset.ferplus``), PublicTest's and PrivateTest's metrics also hold
+``ferplus`` (:func:`ferplus_scores`): the same predictions scored against FER+'s majority label.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sklearn.metrics import (
 
 from . import machine
 from .config import CLASS_NAMES, PROJECT_ROOT, TEST, VAL
-from .data import FERDataset, without_training_duplicates
+from .data import NO_MAJORITY, FERDataset, FerPlusVotes, without_training_duplicates
 from .files import write_text_atomic
 
 #: How a record's ``train.stopped`` starts when the time cap stopped the run before its epochs.
@@ -78,10 +80,15 @@ def evaluate_splits(predict: Callable[[np.ndarray], np.ndarray], ds: FERDataset)
 def evaluate_predictions(proba_by_split: dict[str, np.ndarray], ds: FERDataset) -> dict:
     """Metrics from precomputed probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}``;
     PublicTest's and PrivateTest's also keep the predicted class of every face (``predicted``, one
-    digit a face in split order: ``predicted_classes``), so two runs can be compared face by face."""
+    digit a face in split order: ``predicted_classes``), so two runs can be compared face by face,
+    and, when ``ds`` has FER+'s votes, the scores against them (``ferplus``: :func:`ferplus_scores`)."""
     out = {split: {**split_metrics(ds.split(split)[1], proba_by_split[split], ds.class_names),
                    "predicted": "".join(map(str, np.asarray(proba_by_split[split]).argmax(axis=1)))}
            for split in (VAL, TEST)}
+    if ds.ferplus is not None:
+        for split in (VAL, TEST):
+            proba = np.asarray(proba_by_split[split])
+            out[split]["ferplus"] = ferplus_scores(proba.argmax(axis=1), ds.ferplus_split(split), ds.class_names, proba)
     test_rows = np.flatnonzero(ds.usage == TEST)
     keep = without_training_duplicates(ds, TEST)[test_rows]
     out[CLEAN_TEST] = split_metrics(ds.labels[test_rows][keep], np.asarray(proba_by_split[TEST])[keep], ds.class_names)
@@ -93,6 +100,105 @@ def predicted_classes(split_metrics_: dict) -> np.ndarray | None:
     for a record written before they were kept."""
     digits = split_metrics_.get("predicted")
     return None if digits is None else np.frombuffer(digits.encode(), dtype=np.uint8) - ord("0")
+
+
+def ferplus_scores(predicted: np.ndarray, votes: FerPlusVotes, model_classes: tuple[str, ...] = CLASS_NAMES,
+                   proba: np.ndarray | None = None, scored_classes: tuple[str, ...] = CLASS_NAMES) -> dict:
+    """A model's predictions of one split scored against FER+'s majority label (FER+'s rule:
+    :meth:`FerPlusVotes.majority`) over ``scored_classes`` (FER2013's seven by default, so every
+    model is compared on the same faces).
+
+    ``predicted``: class indices ``(N,)`` into ``model_classes`` (a class outside
+    ``scored_classes``, e.g. an 8-class model's contempt, is simply wrong); ``votes``: the same
+    faces' votes. Returns ``n`` (faces scored), ``accuracy``, ``accuracy_95`` (Wilson interval,
+    percent), ``balanced_accuracy`` (mean recall over the classes present), ``left_out`` (faces
+    without a majority label over ``scored_classes``, by reason) and, given the probabilities
+    ``proba`` ``(N, classes)``, ``vote_probability``: the mean over faces of the probability the
+    model gives to an annotator's vote among its classes (votes for classes it lacks, unknown and
+    NF left out; faces with no such vote too).
+    """
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if len(predicted) != len(votes):
+        raise ValueError(f"{len(predicted)} predictions for {len(votes)} faces with FER+ votes")
+    majority, reasons = votes.majority(scored_classes)
+    as_scored = np.array([scored_classes.index(c) if c in scored_classes else -1 for c in model_classes])[predicted]
+    kept = majority >= 0
+    y_true, y_pred = majority[kept], as_scored[kept]
+    correct = int((y_true == y_pred).sum())
+    recalls = [float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)]
+    left_out = pd.Series(reasons[~kept]).value_counts()
+    scores = {"n": int(kept.sum()), "accuracy": correct / max(int(kept.sum()), 1),
+              "accuracy_95": list(accuracy_interval(correct, int(kept.sum()))) if kept.any() else None,
+              "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
+              "left_out": {reason: int(left_out.get(reason, 0))
+                           for reason in (NO_MAJORITY, *sorted(set(left_out.index) - {NO_MAJORITY}))},
+              "labels": f"FER+ majority over {len(scored_classes)} classes",
+              "votes_sha256": votes.sha256}
+    if proba is not None:
+        class_votes = votes.class_votes(model_classes).astype(np.float64)
+        totals = class_votes.sum(axis=1)
+        share = class_votes[totals > 0] / totals[totals > 0, None]
+        scores["vote_probability"] = float((np.asarray(proba, np.float64)[totals > 0] * share).sum(axis=1).mean())
+    return scores
+
+
+def ferplus_from_predictions(record: dict, ds: FERDataset) -> dict[str, dict]:
+    """FER+ scores (:func:`ferplus_scores`, without ``vote_probability``: that needs the model) of
+    a metrics record from the per-face predictions it keeps, for PublicTest and PrivateTest;
+    ``{}`` when it keeps none or was not scored on ``ds``'s faces in ``ds``'s split order (another
+    dataset, a leaky resampling) or ``ds`` has no votes."""
+    dataset = record.get("dataset", {})
+    if ds.ferplus is None or record.get("leaky") or dataset.get("fingerprint") != ds.fingerprint:
+        return {}
+    classes = tuple(record.get("classes", CLASS_NAMES))
+    out = {}
+    for split in (VAL, TEST):
+        predicted = predicted_classes(record.get("metrics", {}).get(split, {}))
+        if predicted is not None and len(predicted) == int((ds.usage == split).sum()):
+            out[split] = ferplus_scores(predicted, ds.ferplus_split(split), classes)
+    return out
+
+
+def with_ferplus(record: dict, ds: FERDataset, predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """``record`` with FER+ scores (``ferplus``) in its PublicTest and PrivateTest metrics, nothing
+    else changed: from ``predict`` (the record's model: faces to probabilities over its classes), which
+    also gives ``vote_probability``, else from the per-face predictions it keeps
+    (:func:`ferplus_from_predictions`); unchanged when it has neither or was scored on other faces.
+    A model that does not reproduce the record's accuracy (more than one face in a thousand differs)
+    raises ValueError naming the run: it is not the model that was scored."""
+    scores = ferplus_from_predictions(record, ds)
+    dataset = record.get("dataset", {})
+    if predict is not None and ds.ferplus is not None and not record.get("leaky") and "derived" not in dataset \
+            and dataset.get("fingerprint") == ds.fingerprint:
+        classes = tuple(record.get("classes", CLASS_NAMES))
+        for split in (VAL, TEST):
+            faces, labels = ds.split(split)
+            proba = np.asarray(predict(faces))
+            kept = predicted_classes(record["metrics"][split])
+            differs = (int((proba.argmax(axis=1) != kept).sum()) if kept is not None else
+                       abs(round(record["metrics"][split]["accuracy"] * len(labels)) - int((proba.argmax(axis=1) == labels).sum())))
+            if differs > len(labels) / 1000:
+                raise ValueError(f"{record['run']}: its model predicts {differs} {split} faces otherwise than its "
+                                 "record says; not the model that was scored")
+            scores[split] = ferplus_scores(proba.argmax(axis=1), ds.ferplus_split(split), classes, proba)
+    if not scores:
+        return record
+    metrics = {**record["metrics"], **{split: {**record["metrics"][split], "ferplus": f} for split, f in scores.items()}}
+    return {**record, "metrics": metrics}
+
+
+def ferplus_cell(record: dict, split: str = TEST) -> str:
+    """A record's FER+ majority accuracy on ``split`` for a table (percent, with its 95% interval),
+    or why it has none: its model and per-face predictions are gone, or it was not scored yet."""
+    m = record.get("metrics", {}).get(split, {})
+    if (f := m.get("ferplus")) is not None:
+        return f"{100 * f['accuracy']:.2f} ({f['accuracy_95'][0]:.1f}-{f['accuracy_95'][1]:.1f})"
+    if record.get("leaky"):
+        return "n/a: leaky resampled split"
+    model_kept = bool(record.get("model_file")) and model_path(record).is_file()
+    if "predicted" in m or model_kept:
+        return "not scored yet"
+    return "model and per-face predictions gone"
 
 
 def accuracy_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -286,6 +392,9 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
             "PrivateTest_macro_f1": _pct(test.get("macro_f1")),
             "PrivateTest_top2": _pct(test.get("top2")),
             "PrivateTest_clean_acc": _pct(m.get(CLEAN_TEST, {}).get("accuracy")),
+            "PrivateTest_FER+_acc_95": ferplus_cell(r, TEST),
+            "PrivateTest_FER+_bal_acc": _pct(test.get("ferplus", {}).get("balanced_accuracy")),
+            "PrivateTest_FER+_vote_prob": _pct(test.get("ferplus", {}).get("vote_probability")),
             "fingerprint": r.get("dataset", {}).get("fingerprint", ""),
         })
     return pd.DataFrame(rows)
@@ -297,8 +406,8 @@ def against_claims(claims: dict[str, tuple[float, str, str]], records: dict[str,
     row label to ``(claimed accuracy %, source, what differs here)``, ``records`` the same labels
     to metrics records (labels without a record are left out). Columns: the claim, our accuracy
     on ``split`` (PrivateTest unless the comparison needs another test set) with its 95% interval, the gap in points,
-    epochs, how training stopped, the PublicTest gain of its last epochs (``late_gain``: whether
-    it had converged) and what differs."""
+    its FER+ majority accuracy on the same split (:func:`ferplus_cell`), epochs, how training stopped,
+    the PublicTest gain of its last epochs (``late_gain``: whether it had converged) and what differs."""
     rows = {}
     for label, (claim, source, differs) in claims.items():
         if (record := records.get(label)) is None:
@@ -306,7 +415,8 @@ def against_claims(claims: dict[str, tuple[float, str, str]], records: dict[str,
         ours = 100 * record["metrics"][split]["accuracy"]
         rows[label] = {"write-up": source, "claim %": claim, "ours %": round(ours, 2),
                        "95% interval": interval_text(record["metrics"][split]), "measured on": split,
-                       "gap (points)": round(ours - claim, 2), "epochs": record["train"]["epochs"],
+                       "gap (points)": round(ours - claim, 2), FERPLUS_COLUMN: ferplus_cell(record, split),
+                       "epochs": record["train"]["epochs"],
                        "stopped": record["train"]["stopped"],
                        "PublicTest gain, last 5 epochs": late_gain(record.get("history", {})), "what differs": differs,
                        "run": record.get("run", "")}
@@ -340,6 +450,8 @@ def write_summary(reports_dir: str | os.PathLike) -> pd.DataFrame:
 
 #: The name under which notebooks save their :func:`against_claims` table (``NotebookRun.save_table``).
 CLAIMS_TABLE = "against_claims"
+#: The claims tables' column of our number against FER+'s majority labels (:func:`ferplus_cell`).
+FERPLUS_COLUMN = "ours, FER+ majority %"
 
 
 def claims_table(reports_dir: str | os.PathLike) -> pd.DataFrame:
@@ -351,7 +463,16 @@ def claims_table(reports_dir: str | os.PathLike) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame()
     table = pd.concat(parts, ignore_index=True)
-    return table[["notebook"] + [c for c in table.columns if c != "notebook"]]
+    # FER+ scores from the records as they are now (a record rescored after its notebook ran)
+    records = {r["run"]: r for r in read_metrics(Path(reports_dir) / "metrics")}
+    known = table["run"].map(records) if "run" in table else pd.Series(None, index=table.index)
+    fresh = [ferplus_cell(record, split) if isinstance(record, dict) else None
+             for record, split in zip(known, table.get("measured on", pd.Series(TEST, index=table.index)))]
+    table[FERPLUS_COLUMN] = [new if new is not None else old for new, old in
+                             zip(fresh, table.get(FERPLUS_COLUMN, pd.Series("no record", index=table.index)))]
+    columns = [c for c in table.columns if c not in ("notebook", FERPLUS_COLUMN)]
+    at = columns.index("gap (points)") + 1 if "gap (points)" in columns else len(columns)
+    return table[["notebook", *columns[:at], FERPLUS_COLUMN, *columns[at:]]]
 
 
 def _claims_markdown(table: pd.DataFrame) -> str:
@@ -361,6 +482,8 @@ def _claims_markdown(table: pd.DataFrame) -> str:
         "notebook's claims table (`reports/tables/*_against_claims.csv`), generated by "
         "`fer_utils.evaluate.write_summary`. Ours is PrivateTest accuracy on the official split unless "
         "`measured on` says otherwise, with its 95% Wilson interval (a claim inside it is within noise of ours); "
+        "`ours, FER+ majority %` scores the same model against FER+'s ten annotators (their majority label over "
+        "the seven classes, with its 95% interval; `fer_utils.evaluate.ferplus_scores`), or says why it cannot; "
         "`PublicTest gain, last 5 epochs` under 0.3 points means the run "
         "had converged; `what differs` gives the reason for the gap.\n\n"
     )
@@ -373,7 +496,11 @@ def _summary_markdown(table: pd.DataFrame) -> str:
         "Every trained model of the project, generated from `reports/metrics/*.json` by "
         "`fer_utils.evaluate.write_summary`. Accuracies in percent; models chosen on PublicTest, "
         "reported on PrivateTest, each accuracy with its 95% Wilson interval (`_95`); `PrivateTest_clean` leaves out the PrivateTest images whose pixels "
-        "also appear in Training. `weights: none` means trained from scratch.\n\n"
+        "also appear in Training. `weights: none` means trained from scratch. The `FER+` columns score the same "
+        "PrivateTest predictions against FER+'s ten annotators (Barsoum et al. 2016): accuracy (with its 95% interval) "
+        "and balanced accuracy against their majority label over the seven FER2013 classes (faces without one left "
+        "out), and the mean probability the model gives to an annotator's vote (`vote_prob`); a record whose model "
+        "and per-face predictions are gone says so.\n\n"
     )
     if table.empty:
         return head + "No runs yet.\n"

@@ -239,10 +239,14 @@ class RunStore:
         return record
 
 
+#: Entries of a split's metrics that scoring the same predictions again adds (the per-face
+#: predictions, the FER+ scores): a record re-saved with them is the same result, not a new one.
+RESCORED = ("predicted", "ferplus")
+
+
 def _scores(metrics: dict) -> dict:
-    """A record's metrics without the per-face predictions (a record re-evaluated to keep them is
-    the same result, not a new one)."""
-    return {split: {k: v for k, v in m.items() if k != "predicted"} if isinstance(m, dict) else m
+    """A record's metrics without what rescoring adds (:data:`RESCORED`)."""
+    return {split: {k: v for k, v in m.items() if k not in RESCORED} if isinstance(m, dict) else m
             for split, m in metrics.items()}
 
 

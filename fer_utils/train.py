@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from . import machine
-from .config import IMAGE_SIZE, NUM_CLASSES, TRAIN, VAL, import_keras
-from .evaluate import CAPPED, evaluate_splits, metrics_record
+from .config import IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, import_keras
+from .evaluate import CAPPED, evaluate_splits, ferplus_cell, metrics_record, model_path, with_ferplus
 from .machine import cpu_flags  # a name here: resolve_precision reads it (and tests replace it)
 from .models import AverageViews, HorizontalFlip, ViewsToBatch, make_augmenter
 from .progress import batch_run
@@ -528,6 +528,37 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512, tta_
     if tta_flip:
         proba = (proba + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
     return proba
+
+
+def rescore_ferplus(store: RunStore, dataset) -> pd.DataFrame:
+    """Add FER+ scores to every metrics record of ``store`` that can still be scored on ``dataset``
+    (which must carry FER+'s votes): with its Keras model where the file exists, else from the
+    per-face predictions it keeps (:func:`evaluate.with_ferplus`). Only the ``ferplus`` entries
+    change; the ledger keeps each record's date and archives nothing (``runs.RESCORED``). One row per
+    record: how it was scored (``model``, ``per-face predictions``, or why not) and its FER+ PrivateTest accuracy."""
+    if dataset.ferplus is None:
+        raise ValueError(f"{dataset.source}: no FER+ votes to score against (fer2013new.csv beside the CSV)")
+    rows = []
+    for record in store.records():
+        keras_file = model_path(record) if record.get("model_file") else None
+        predict = None
+        if keras_file is not None and keras_file.is_file() and "derived" not in record["dataset"]:
+            model = keras.models.load_model(keras_file, compile=False)
+            predict = lambda faces, model=model: predict_proba(model, faces)  # noqa: E731
+        try:
+            scored = with_ferplus(record, dataset, predict)
+            how = "model" if predict is not None else "per-face predictions"
+        except ValueError as err:
+            scored, how = with_ferplus(record, dataset), f"per-face predictions ({err})"
+        if scored is record:
+            rows.append({"run": record.run_id, "scored from": "not scored: " + ferplus_cell(record)})
+            continue
+        store.save(scored)
+        ferplus = scored["metrics"][TEST]["ferplus"]
+        rows.append({"run": record.run_id, "scored from": how, "FER+ PrivateTest %": round(100 * ferplus["accuracy"], 2),
+                     "FER+ balanced %": round(100 * ferplus["balanced_accuracy"], 2),
+                     "vote probability %": round(100 * ferplus["vote_probability"], 2) if "vote_probability" in ferplus else None})
+    return pd.DataFrame(rows)
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
