@@ -271,6 +271,26 @@ def paired_seeds(a: list[dict], b: list[dict], ds: FERDataset, split: str = TEST
     return table
 
 
+def scores_table(metrics_by_name: dict[str, dict], splits: tuple[str, ...] = (VAL, TEST, CLEAN_TEST)) -> pd.DataFrame:
+    """One row per model (``{name: evaluate_splits(...)}``): accuracy, balanced accuracy and macro F1
+    (percent) on each of ``splits``, PublicTest's and PrivateTest's 95% intervals, and, where the
+    metrics hold them (:func:`ferplus_scores`), the same predictions against FER+'s majority label
+    (accuracy with its interval, balanced accuracy) and the probability given to annotators' votes."""
+    rows = {}
+    for name, m in metrics_by_name.items():
+        row = {f"{split} {key.replace('_', ' ')} %": 100 * m[split][key] for split in splits
+               for key in ("accuracy", "balanced_accuracy", "macro_f1")}
+        row |= {f"{split} 95% interval": interval_text(m[split]) for split in (VAL, TEST)}
+        for split in (VAL, TEST):
+            if (f := m[split].get("ferplus")) is not None:
+                row |= {f"{split} FER+ majority %": 100 * f["accuracy"],
+                        f"{split} FER+ 95% interval": f"{f['accuracy_95'][0]:.1f}-{f['accuracy_95'][1]:.1f}",
+                        f"{split} FER+ balanced %": 100 * f["balanced_accuracy"],
+                        f"{split} FER+ vote probability %": 100 * f.get("vote_probability", np.nan)}
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
 def mcnemar_p(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> float:
     """Two-sided exact McNemar p-value (statsmodels) of two classifiers' predictions ``(N,)`` of
     the same faces: only the faces exactly one of them gets right count."""
