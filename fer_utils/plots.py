@@ -134,6 +134,22 @@ def confusion_matrix(confusion, title: str = "Confusion matrix", normalize: bool
     return fig
 
 
+def label_agreement(matrix: pd.DataFrame, title: str = "FER2013 label against FER+ majority"):
+    """Heat map of a label cross-table (``eda.label_agreement``: rows one label set, columns the
+    other's outcomes): each row's shares, with the face counts written in the cells."""
+    counts = matrix.to_numpy(dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * matrix.shape[1], 1.2 + 0.55 * matrix.shape[0]))
+    sns.heatmap(shares, annot=counts.astype(int), fmt="d", cmap="Blues", cbar=True, vmin=0, vmax=1,
+                xticklabels=list(matrix.columns), yticklabels=list(matrix.index), ax=ax,
+                cbar_kws={"label": "share of the row"})
+    ax.set(title=title, xlabel=matrix.columns.name or "", ylabel=matrix.index.name or "")
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves(histories: dict[str, dict], metric: str = "accuracy", title: str | None = None):
     """Training (dashed) and PublicTest (solid) curves of ``metric`` for one or more runs."""
     fig, ax = plt.subplots(figsize=(8, 4))
