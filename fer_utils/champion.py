@@ -104,22 +104,30 @@ def train_seeds(store: RunStore, dataset, profile: Profile, seeds: list[int], sc
     records = []
     for seed in seeds:
         record = train_champion(store, dataset, champion_config(profile, seed, schedule=schedule), release)
-        target = seed_file(store, record.run_id)
-        if not was_capped(record["train"]) and not target.exists() and record.model_path.exists():
-            export_onnx(load_keras_model(record), target, class_names=record.classes)
+        keep_seed_file(store, record)
         records.append(record)
     return records
+
+
+def keep_seed_file(store: RunStore, record: RunRecord) -> Path:
+    """Export a finished, uncapped seed's network to its :func:`seed_file` once (with its classes
+    in the file's metadata), in the session that trained it; the file's path."""
+    target = seed_file(store, record.run_id)
+    if not was_capped(record["train"]) and not target.exists() and record.model_path.exists():
+        export_onnx(load_keras_model(record), target, class_names=record.classes)
+    return target
 
 
 def rebuild_from_onnx(store: RunStore, dataset, run_id: str, config: TrainConfig, onnx_path: str | Path,
                       parity_faces: int = 512, tolerance: float = 1e-4) -> Path | None:
     """Rebuild ``run_id``'s missing Keras model from its own exported network ``onnx_path`` (a
-    ``seed_file``: the run's views inside, nothing after them). Saved only if it reproduces the
-    file's probabilities on PublicTest faces within ``tolerance``; the path, or None when there is
-    nothing to rebuild (or it does not match)."""
+    ``seed_file``: the run's views inside, nothing after them; one output per class of ``dataset``).
+    Saved only if it reproduces the file's probabilities on PublicTest faces within ``tolerance``;
+    the path, or None when there is nothing to rebuild (or it does not match)."""
     if store.model_path(run_id).exists() or store.record(run_id) is None or not Path(onnx_path).exists():
         return None
-    net = load_weights_from_onnx(build(MODEL_NAME, image_size=config.crop or IMAGE_SIZE), onnx_path)
+    classes = len(dataset.class_names)
+    net = load_weights_from_onnx(build(MODEL_NAME, image_size=config.crop or IMAGE_SIZE, num_classes=classes), onnx_path)
     model = inference_model(net, config.crop, config.tta)
     return _save_if_it_matches(store, dataset, run_id, model, model, onnx_path, parity_faces, tolerance)
 

@@ -398,6 +398,7 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
             "notebook": r.get("notebook", ""),
             "model": r.get("model", ""),
             "sampling": r.get("sampling", ""),
+            "labels": labels_of(r),
             "weights": r.get("weights", "none"),
             "params": r.get("n_params"),
             "profile": r.get("profile", ""),
@@ -520,7 +521,9 @@ def _summary_markdown(table: pd.DataFrame) -> str:
         "PrivateTest predictions against FER+'s ten annotators (Barsoum et al. 2016): accuracy (with its 95% interval) "
         "and balanced accuracy against their majority label over the seven FER2013 classes (faces without one left "
         "out), and the mean probability the model gives to an annotator's vote (`vote_prob`); a record whose model "
-        "and per-face predictions are gone says so.\n\n"
+        "and per-face predictions are gone says so. `labels`: what a run trained and was scored on: `fer2013` (the "
+        "file's own labels, seven classes) or `ferplus` (FER+'s votes; its PublicTest and PrivateTest columns are then "
+        "FER+ majority accuracy over FER+'s eight classes).\n\n"
     )
     if table.empty:
         return head + "No runs yet.\n"

@@ -30,6 +30,7 @@ from .progress import tqdm
 from .data import sample_per_class
 from .evaluate import model_path
 from .runs import RunStore, select_for_export
+from .naming import TARGET_WORDS
 from .timing import time_calls
 from .files import atomic_path, write_text_atomic
 from .machine import cpu
@@ -496,9 +497,10 @@ def model_card(record: dict, info: dict, file_name: str = "fer_champion.onnx") -
         ("- **SYNTHETIC stand-in data, not FER2013**: this file only demonstrates the pipeline."
          if synthetic else "- FER2013 (Goodfellow et al., 2013), official split: trained on Training, "
          "selected on PublicTest, reported on PrivateTest."),
-        ("- Labels: FER+ majority (FER+, Barsoum et al., 2016: ten annotators per FER2013 face; trained on "
-         f"{ds['labels'].get('targets', 'their votes')}, scored against the majority label, eight classes, faces "
-         "without one left out)." if ferplus else "- Labels: FER2013 (one annotator per face)."),
+        ("- Labels: FER+ majority (FER+, Barsoum et al., 2016: ten annotators per FER2013 face; trained on their "
+         f"{TARGET_WORDS.get(record.get('params', {}).get('targets'), 'votes')} on the Training split, scored against "
+         "the majority label over eight classes, faces without one left out)." if ferplus else
+         "- Labels: FER2013 (one annotator per face)."),
         f"- Dataset fingerprint `{ds.get('fingerprint', '?')}`; Training {ds.get('n_train', '?')}, "
         f"PublicTest {ds.get('n_val', '?')}, PrivateTest {ds.get('n_test', '?')} images.",
         "",

@@ -28,6 +28,8 @@ SAMPLING_WORDS: dict[str, str] = {
 _WIDTH_WORDS = {1.0: "full width", 0.5: "half width", 0.25: "quarter width", 0.125: "eighth width"}
 _MODE_WORDS = {"frozen": "frozen backbone", "finetune": "fine-tuned"}
 _LOSS_WORDS = {"ce": "cross-entropy", "weighted_ce": "weighted cross-entropy", "focal": "focal loss"}
+#: How a model trained on FER+'s votes took them as targets (``ferplus.TARGETS``), in words.
+TARGET_WORDS = {"distribution": "vote distribution", "majority": "majority label"}
 
 
 def describe_sampling(sampling: str) -> str:
@@ -59,6 +61,11 @@ def _split_samplings(name: str) -> list[str] | None:
 def _describe_model(model: str, record: Mapping | None = None) -> str:
     """A model name of this project in words (see :func:`describe_run`)."""
     record = record or {}
+    ferplus = re.fullmatch(rf"(\w+?)_ferplus_({'|'.join(TARGET_WORDS)})(_selection)?", model)
+    if ferplus:
+        base, targets, selection = ferplus.groups()
+        return (f"{_describe_model(base)} on FER+ labels ({TARGET_WORDS[targets]} targets"
+                f"{', short run to choose them' if selection else ''})")
     vgg = re.fullmatch(r"vgg(?:_w([\d.]+)_fc(\d+))?(?:_(\w+))?", model)
     if vgg:
         width, _, recipe = vgg.groups()  # the dense size goes with the width (vgg.VGG_SIZES)

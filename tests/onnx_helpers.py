@@ -20,8 +20,8 @@ def faces():
     return x, y, xv
 
 
-def build_tiny():
-    """A two-conv functional Keras 3 model with the project's contract ((N,48,48) 0-255 -> (N,7))."""
+def build_tiny(num_classes: int = 7):
+    """A two-conv functional Keras 3 model with the project's contract ((N,48,48) 0-255 -> (N, classes))."""
     keras = import_keras()
     layers = keras.layers
     inputs = keras.Input((48, 48), name="face")
@@ -30,7 +30,7 @@ def build_tiny():
     x = layers.Activation("relu")(layers.BatchNormalization()(x))
     x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Flatten()(layers.MaxPooling2D()(x))
-    return keras.Model(inputs, layers.Dense(7, activation="softmax", name="probabilities")(x), name="tiny")
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="probabilities")(x), name="tiny")
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,3 +50,26 @@ def tiny_onnx(folder: Path) -> Path:
     from fer_utils import export
 
     return export.export_onnx(trained_tiny(), Path(folder) / "tiny.onnx")
+
+
+@functools.lru_cache(maxsize=1)
+def trained_tiny_ferplus():
+    """``build_tiny(8)`` trained 10 epochs (seconds) on the stand-in's FER+ vote distributions: an
+    8-class model (FER2013's seven and contempt) as notebook 13 makes one."""
+    from fer_utils import ferplus
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x, targets = ferplus.training_targets(make_synthetic_fer(700, seed=1), "distribution")
+    model = build_tiny(8)
+    model.compile(keras.optimizers.Adam(3e-3), "categorical_crossentropy")
+    model.fit(x.astype(np.float32), targets, epochs=10, batch_size=32, verbose=0)
+    return model
+
+
+def tiny_ferplus_onnx(folder: Path, name: str = "tiny_ferplus.onnx") -> Path:
+    """The trained 8-class tiny model exported to ``<folder>/<name>``, its class names in its metadata."""
+    from fer_utils import export
+    from fer_utils.config import FERPLUS_CLASS_NAMES
+
+    return export.export_onnx(trained_tiny_ferplus(), Path(folder) / name, class_names=FERPLUS_CLASS_NAMES)
