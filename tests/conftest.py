@@ -30,6 +30,7 @@ def isolated_paths(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("project")
     monkeypatch.setenv(config.CACHE_ENV_VAR, str(root / "cache"))
     monkeypatch.delenv(config.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(config.FERPLUS_ENV_VAR, raising=False)
     monkeypatch.setattr(config, "DATA_DIR", root / "data")
     return root
 

@@ -283,3 +283,100 @@ def test_sample_per_class_is_seeded_capped_and_filtered():
     again = data.sample_per_class(labels, 2, seed=1, where=where, classes=range(4))
     assert all(np.array_equal(a, b) for a, b in zip(picks, again))
     assert sorted(np.concatenate(data.sample_per_class(labels)).tolist()) == list(range(8))
+
+
+# --- FER+ votes ------------------------------------------------------------------------------
+
+# FER+'s columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+MAJORITY_CASES = [  # votes, label over the eight classes, label over FER2013's seven, reason
+    ([6, 0, 0, 1, 3, 0, 0, 0, 0, 0], "neutral", "neutral", ""),            # the single sad vote dropped: 6 of 9
+    ([5, 1, 1, 1, 1, 1, 0, 0, 0, 0], "neutral", "neutral", ""),            # 5 of 10, but of 5 once singles go
+    ([4, 0, 0, 4, 1, 0, 0, 0, 1, 0], None, None, "no majority"),           # a tie: 4 of 8 is not more than half
+    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], None, None, "no majority"),           # only single votes: nothing left
+    ([3, 0, 0, 0, 3, 0, 0, 0, 4, 0], None, None, "no majority"),           # 4 of 10
+    ([0, 2, 0, 0, 0, 0, 0, 0, 8, 0], None, None, "unknown"),
+    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 10], None, None, "not a face"),
+    ([0, 0, 0, 0, 2, 0, 0, 6, 0, 2], "contempt", None, "contempt"),        # only the seven classes leave it out
+    ([0, 0, 0, 0, 7, 3, 0, 0, 0, 0], "angry", "angry", ""),                # FER+'s anger is FER2013's angry
+    ([0, 5, 0, 0, 0, 0, 0, 0, 4, 0], "happy", "happy", ""),                # the one 9-vote row: 5 of 9
+]
+
+
+def test_ferplus_majority_rule_on_hand_made_rows():
+    counts = np.array([votes for votes, *_ in MAJORITY_CASES])
+    eight, reasons8 = data.ferplus_majority(counts, config.FERPLUS_CLASS_NAMES)
+    seven, reasons7 = data.ferplus_majority(counts, config.CLASS_NAMES)
+    for (votes, label8, label7, reason), y8, y7, r8, r7 in zip(MAJORITY_CASES, eight, seven, reasons8, reasons7):
+        assert y8 == (config.FERPLUS_CLASS_NAMES.index(label8) if label8 else -1), votes
+        assert y7 == (config.CLASS_NAMES.index(label7) if label7 else -1), votes
+        assert r7 == reason and r8 == ("" if reason == "contempt" else reason), votes
+    votes = data.FerPlusVotes(counts)
+    np.testing.assert_array_equal(votes.majority(config.CLASS_NAMES)[0], seven)
+    assert votes.class_votes(config.CLASS_NAMES)[0].tolist() == [3, 0, 0, 0, 1, 0, 6]  # FER2013's order
+    assert votes.class_votes()[7].tolist()[-1] == 6  # contempt, the eighth class
+
+
+def _csv_with_votes(ds, root):
+    csv_path = data.write_csv(ds, root / "fer2013" / "fer2013.csv")
+    return csv_path, data.write_ferplus_votes(ds, root / "ferplus" / data.FERPLUS_FILE)
+
+
+def test_ferplus_votes_are_found_beside_the_csv_checked_and_fingerprinted(small_ds, tmp_path, monkeypatch):
+    csv_path, votes_path = _csv_with_votes(small_ds, tmp_path)
+    ds = data.load_fer2013(csv_path, progress=False)
+    np.testing.assert_array_equal(ds.ferplus.counts, small_ds.ferplus.counts)
+    assert ds.describe()["ferplus_votes"] == {"source": str(votes_path),
+                                              "sha256": hashlib.sha256(votes_path.read_bytes()).hexdigest()}
+    test_votes = ds.ferplus_split(TEST)
+    assert len(test_votes) == len(ds.split(TEST)[1]) and len(ds.subset(ds.usage == VAL).ferplus) == (ds.usage == VAL).sum()
+    elsewhere = votes_path.rename(tmp_path / "votes.csv")
+    assert data.load_fer2013(csv_path, progress=False).ferplus is None  # no file found: FER2013 as before
+    assert "ferplus_votes" not in data.load_fer2013(csv_path, progress=False).describe()
+    assert data.load_fer2013(csv_path, progress=False, ferplus_path=elsewhere).ferplus.source == str(elsewhere)
+    monkeypatch.setenv(config.FERPLUS_ENV_VAR, str(elsewhere))
+    assert data.load_fer2013(csv_path, progress=False).ferplus.source == str(elsewhere)
+
+
+def _edit_line(path, line, edit):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[line - 1] = edit(lines[line - 1])
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_text("".join(p.read_text().splitlines(keepends=True)[:-1])), r"353 data rows, but the FER2013 copy has 354"),
+    (lambda p: _edit_line(p, 5, lambda t: ("Training" if t.startswith("P") else "PublicTest") + t[t.index(","):]),
+     r"line 5: Usage '\w+', but FER2013's row 4 is"),
+    (lambda p: _edit_line(p, 7, lambda t: t.rsplit(",", 1)[0] + ",x\n"), r"line 7: vote counts .* not whole numbers"),
+    (lambda p: _edit_line(p, 9, lambda t: t.rsplit(",", 1)[0] + ",11\n"), r"line 9: vote counts .* adding up to 1-10"),
+    (lambda p: p.write_text(p.read_text().replace("contempt", "scorn", 1)), r"line 1: header lacks column\(s\) \['contempt'\]"),
+    (lambda p: p.write_bytes(b"\x00\xff\xfe garbage"), r"cannot be read as FER\+'s vote file"),
+])
+def test_a_mismatched_or_damaged_vote_file_is_refused_naming_file_and_line(small_ds, tmp_path, damage, message):
+    csv_path, votes_path = _csv_with_votes(small_ds, tmp_path)
+    damage(votes_path)
+    with pytest.raises(data.VoteFileError, match=message) as err:
+        data.load_fer2013(csv_path, progress=False)
+    assert str(votes_path) in str(err.value)
+
+
+def test_image_folders_say_once_that_they_go_on_without_ferplus(small_ds, tmp_path, capsys):
+    root = data.write_image_folder(small_ds, tmp_path / "images" / "fer2013-images")
+    data.write_ferplus_votes(small_ds, tmp_path / "images" / data.FERPLUS_FILE)
+    assert data.load_fer2013(root, progress=False).ferplus is None
+    assert data.load_fer2013(root, progress=False).ferplus is None
+    assert capsys.readouterr().out.count("cannot be mapped to FER+'s rows") == 1
+    with pytest.raises(data.VoteFileError, match="cannot be mapped"):
+        data.load_fer2013(root, progress=False, ferplus_path=tmp_path / "images" / data.FERPLUS_FILE)
+
+
+def test_the_synthetic_stand_in_has_votes_around_its_expressions():
+    from fer_utils.synthetic import make_synthetic_fer
+
+    ds = make_synthetic_fer(700, seed=0, label_noise=0.0)
+    assert (ds.ferplus.counts.sum(axis=1) == 10).all()
+    labels, reasons = ds.ferplus.majority(config.CLASS_NAMES)
+    kept = labels >= 0
+    assert 0.75 < (labels[kept] == ds.labels[kept]).mean() < 1.0  # mostly the drawn expression, not always
+    assert {"no majority", "not a face"} <= set(reasons)
+    np.testing.assert_array_equal(make_synthetic_fer(700, seed=0, label_noise=0.0).ferplus.counts, ds.ferplus.counts)

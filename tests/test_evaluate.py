@@ -1,11 +1,12 @@
 """Metrics against hand-computed values, metrics files, and the summary table."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
-from fer_utils import evaluate
+from fer_utils import config, data, evaluate
 from fer_utils.config import CLASS_NAMES, TEST, TRAIN, VAL
 
 
@@ -173,3 +174,67 @@ def test_paired_seeds_match_seeds_and_test_each_pair():
     assert table.loc["seed 1", "McNemar p"] < 0.01  # 10 faces only b gets right, none the other way
     assert table.loc["mean over 2 seeds", "b - a (points)"] == pytest.approx(100 * 10 / n)
     assert table.loc["standard deviation", "b - a (points)"] == pytest.approx(0.0)
+
+
+# --- FER+ ------------------------------------------------------------------------------------
+
+# FER+'s columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+HAND_VOTES = np.array([[0, 8, 0, 0, 0, 0, 0, 0, 2, 0],   # happy
+                       [0, 6, 0, 0, 0, 0, 0, 0, 4, 0],   # happy
+                       [4, 0, 0, 4, 0, 0, 0, 0, 2, 0],   # no majority (a tie)
+                       [0, 0, 0, 0, 0, 0, 0, 7, 3, 0],   # contempt: not one of the seven
+                       [2, 0, 0, 8, 0, 0, 0, 0, 0, 0],   # sad
+                       [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]])  # not a face
+HAPPY, SAD, NEUTRAL = CLASS_NAMES.index("happy"), CLASS_NAMES.index("sad"), CLASS_NAMES.index("neutral")
+
+
+def test_ferplus_scores_match_hand_computed_values():
+    votes = data.FerPlusVotes(HAND_VOTES)
+    predicted = np.array([HAPPY, SAD, HAPPY, HAPPY, SAD, HAPPY])
+    proba = one_hot(predicted, p=0.7)
+    scores = evaluate.ferplus_scores(predicted, votes, CLASS_NAMES, proba)
+    assert scores["n"] == 3 and scores["accuracy"] == pytest.approx(2 / 3)  # faces 0, 1, 4: right, wrong, right
+    assert scores["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)  # happy 1 of 2, sad 1 of 1
+    assert scores["left_out"] == {"no majority": 1, "contempt": 1, "not a face": 1}
+    assert scores["accuracy_95"] == pytest.approx(list(evaluate.accuracy_interval(2, 3)))
+    # the probability of an annotator's vote among the seven classes: face 0 all happy (predicted, .7), face 1
+    # happy (predicted sad: .05), face 2 neutral and sad (.05 each), face 4 sad .8 (predicted) and neutral .2;
+    # faces 3 and 5 have no vote among the seven (contempt, unknown, not a face) and are left out
+    other = 0.3 / 6
+    expected = [0.7, other, other, 0.7 * 0.8 + other * 0.2]
+    assert scores["vote_probability"] == pytest.approx(np.mean(expected))
+    eight = config.FERPLUS_CLASS_NAMES  # an 8-class model saying contempt on a happy face is wrong
+    with_contempt = evaluate.ferplus_scores(np.array([7, HAPPY, 0, 7, SAD, 0]), votes, eight)
+    assert with_contempt["accuracy"] == pytest.approx(2 / 3) and "vote_probability" not in with_contempt
+
+
+def test_records_hold_ferplus_scores_and_rescoring_keeps_the_record(tmp_path):
+    from fer_utils.runs import RunStore
+    from fer_utils.synthetic import make_synthetic_fer
+
+    ds = make_synthetic_fer(300, seed=0)
+    rng = np.random.default_rng(0)
+    proba = {s: rng.dirichlet(np.ones(7), (ds.usage == s).sum()) for s in (VAL, TEST)}
+    metrics = evaluate.evaluate_predictions(proba, ds)
+    for split in (VAL, TEST):
+        direct = evaluate.ferplus_scores(proba[split].argmax(1), ds.ferplus_split(split), CLASS_NAMES, proba[split])
+        assert metrics[split]["ferplus"] == direct and 0 < direct["vote_probability"] < 1
+    old = copy.deepcopy(evaluate.metrics_record("12_old", "12_champion", "cnn", "none", "cpu", {}, ds.describe(),
+                                                {"epochs": 1, "seconds": 60.0}, metrics))
+    for split in (VAL, TEST):  # as written before FER+ scores existed
+        del old["metrics"][split]["ferplus"]
+    store = RunStore(tmp_path / "metrics", tmp_path / "models")
+    store.save(old)
+    assert evaluate.ferplus_cell(old) == "not scored yet"
+    rescored = evaluate.with_ferplus(store.record("12_old"), ds)
+    assert rescored["metrics"][TEST]["ferplus"] == {k: v for k, v in metrics[TEST]["ferplus"].items() if k != "vote_probability"}
+    store.save({**rescored, "created": "later"})
+    assert store.superseded() == [] and store.record("12_old")["created"] == old["created"]
+    table = evaluate.summary_table(store.records())
+    low, high = metrics[TEST]["ferplus"]["accuracy_95"]
+    assert table.loc[0, "PrivateTest_FER+_acc_95"] == f"{100 * metrics[TEST]['ferplus']['accuracy']:.2f} ({low:.1f}-{high:.1f})"
+    with pytest.raises(ValueError, match="12_old: its model predicts"):  # a model that is not the record's
+        evaluate.with_ferplus(old, ds, lambda faces: np.roll(one_hot(np.zeros(len(faces), int)), 1, axis=1))
+    gone = {k: v for k, v in _record().items()}
+    assert evaluate.ferplus_cell(gone) == "model and per-face predictions gone"
+    assert evaluate.summary_table([gone]).loc[0, "PrivateTest_FER+_acc_95"] == "model and per-face predictions gone"

@@ -429,3 +429,24 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_weights_and_metrics(tm
     assert a["metrics"] == b["metrics"] and a["history"]["loss"] == b["history"]["loss"]
     assert len(a["metrics"]["PrivateTest"]["predicted"]) == a["metrics"]["PrivateTest"]["n"]
     assert c["checksum"] != a["checksum"]  # another seed is another draw
+
+
+def test_rescoring_adds_ferplus_scores_from_the_saved_model(tmp_path):
+    from fer_utils import evaluate
+    from fer_utils.train import predict_proba, rescore_ferplus, save_model
+
+    ds = make_synthetic_fer(300, seed=0)
+    store = RunStore(tmp_path / "metrics", tmp_path / "models")
+    model = tiny_cnn()
+    metrics = evaluate.evaluate_splits(lambda x: predict_proba(model, x), ds)
+    for name, keep_model in (("12_kept", True), ("12_gone", False)):
+        old = {split: {k: v for k, v in m.items() if k not in ("ferplus", "predicted")} for split, m in metrics.items()}
+        path = save_model(model, store.model_path(name)) if keep_model else store.model_path(name)
+        store.save(evaluate.metrics_record(name, "12_champion", "cnn", "none", "cpu", {}, ds.describe(),
+                                           {"epochs": 1, "seconds": 60.0}, old, model_file=str(path)))
+    table = rescore_ferplus(store, ds).set_index("run")
+    assert table.loc["12_kept", "scored from"] == "model"
+    assert table.loc["12_gone", "scored from"] == "not scored: model and per-face predictions gone"
+    rescored, direct = store.record("12_kept")["metrics"]["PrivateTest"]["ferplus"], metrics["PrivateTest"]["ferplus"]
+    assert rescored["accuracy"] == direct["accuracy"] and rescored["vote_probability"] == pytest.approx(direct["vote_probability"])
+    assert "ferplus" not in store.record("12_gone")["metrics"]["PrivateTest"] and store.superseded() == []
