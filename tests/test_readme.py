@@ -2,7 +2,7 @@
 columns of the results tables (the README's, and the full one in docs/results.md) is a committed
 run's (a metrics file in reports/metrics/, or notebook 12's table of the `fer` package), and every
 accuracy there carries its 95% Wilson interval, recomputed here from the run's metrics file
-(``correct = round(accuracy * n)``). A re-run that replaces a metrics file fails this test until
+(``correct = round(accuracy * n)``); the FER+ column shows the run's FER+ score or says why it has none. A re-run that replaces a metrics file fails this test until
 the README and the docs say the new number. The other accuracy tables of docs/ (ablations,
 transfer learning) and every interval written beside a number in their prose are checked the
 same way, and so are the pages' links and their ``make NN ARGS=...`` commands."""
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from fer_utils.config import PROJECT_ROOT, TEST, VAL
-from fer_utils.evaluate import CLEAN_TEST, accuracy_interval
+from fer_utils.evaluate import CLEAN_TEST, accuracy_interval, ferplus_cell
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
@@ -68,7 +68,7 @@ def results_rows(text: str) -> list[dict]:
         parsed = {name: parse_cell(cells[name]) for name in COLUMNS}
         rows.append({"notebook": re.search(r"\d\d", cells["notebook"]).group(), "model": cells["model"],
                      **{name: p["numbers"] for name, p in parsed.items()},
-                     "intervals": {name: p["interval"] for name, p in parsed.items() if p["interval"]}})
+                     "intervals": {name: p["interval"] for name, p in parsed.items() if p["interval"]}, "cells": cells})
     return rows
 
 
@@ -87,11 +87,14 @@ def committed_results() -> list[dict]:
     results = []
     for r in records():
         m = r["metrics"]
+        ferplus = m[TEST].get("ferplus")
         results.append({"notebook": r["notebook"][:2], "epochs": r["train"].get("epochs"),
                         "train min": r["train"]["seconds"] / 60,
                         "PublicTest": 100 * m[VAL]["accuracy"], "PrivateTest": 100 * m[TEST]["accuracy"],
                         "balanced": 100 * m[TEST]["balanced_accuracy"], "clean": 100 * m[CLEAN_TEST]["accuracy"],
-                        "intervals": {c: wilson(m[s]) for c, s in SPLITS.items()}})
+                        "intervals": {c: wilson(m[s]) for c, s in SPLITS.items()},
+                        "FER+": (100 * ferplus["accuracy"], *ferplus["accuracy_95"]) if ferplus else None,
+                        "FER+ cell": ferplus_cell(r)})
     # The fer package's model, scored by notebook 12 on the same faces as the release (whose
     # metrics file gives the number of faces of each split).
     fer = pd.read_csv(REPORTS / "tables" / "12_champion_against_fer_package.csv", index_col=0)
@@ -99,10 +102,13 @@ def committed_results() -> list[dict]:
     release = json.loads((REPORTS / "metrics" / "12_champion_cnn_none_prior_corrected_cpu.json").read_text())
     accuracy = {"PublicTest": row["PublicTest accuracy %"], "PrivateTest": row["PrivateTest accuracy %"],
                 "clean": row["PrivateTest_clean accuracy %"]}
+    scored = "PrivateTest FER+ majority %" in row  # the table of a notebook 12 run with FER+ scores
     results.append({"notebook": "12", "epochs": None, "train min": None, **accuracy,
                     "balanced": row["PrivateTest balanced accuracy %"],
                     "intervals": {c: wilson({"accuracy": accuracy[c] / 100, "n": release["metrics"][s]["n"]})
-                                  for c, s in SPLITS.items()}})
+                                  for c, s in SPLITS.items()},
+                    "FER+": (row["PrivateTest FER+ majority %"], *map(float, row["PrivateTest FER+ 95% interval"].split("-")))
+                    if scored else None, "FER+ cell": "not scored yet"})
     return results
 
 
@@ -148,6 +154,28 @@ def test_every_number_of_the_results_table_is_a_committed_run(page):
                 for number in numbers:
                     assert any(shows(r, column, number) for r in mine), \
                         f"{where}: {column} {number} is no committed run's"
+
+
+#: What the FER+ column writes for a run without FER+ scores, by ``evaluate.ferplus_cell``'s reason.
+FERPLUS_TEXT = {"model and per-face predictions gone": "gone", "n/a: leaky resampled split": "n/a (leaky split)",
+                "not scored yet": "at 12's next run"}
+
+
+@pytest.mark.parametrize("page", [README, DOCS / "results.md"], ids=lambda p: p.name)
+def test_the_fer_plus_column_shows_the_runs_score_or_why_it_has_none(page):
+    results = committed_results()
+    for row in results_rows(page.read_text()):
+        given = {c: row[c] for c in COLUMNS if row[c]}
+        if not all(len(v) == 1 for v in given.values()):
+            continue  # a range over several runs
+        run = next(r for r in results if r["notebook"] == row["notebook"] and all(shows(r, c, v[0]) for c, v in given.items()))
+        written, where = row["cells"]["FER+"], f"{page.name} row {row['notebook']} '{row['model'][:60]}'"
+        if run["FER+"] is None:
+            assert written == FERPLUS_TEXT[run["FER+ cell"]], f"{where}: FER+ cell {written!r} for a run that has {run['FER+ cell']!r}"
+        else:
+            value, low, high = parse_cell(written)["interval"] or ("nan",) * 3
+            assert all(rounds_to(x, shown) for x, shown in zip(run["FER+"], (value, low, high))), \
+                f"{where}: FER+ {written!r} is not the run's {run['FER+']}"
 
 
 @pytest.mark.parametrize("page", [README, DOCS / "results.md"], ids=lambda p: p.name)
@@ -208,7 +236,8 @@ def test_every_interval_written_beside_a_number_is_a_wilson_interval():
     """Wherever the README or a docs page writes ``68.63% (67.1–70.1)``, the bounds are the Wilson
     interval of a count of faces that gives that accuracy on one of the test sets the metrics
     files evaluate on (3,589, 3,301, 6,293, ... faces)."""
-    sizes = sorted({m["n"] for r in records() for m in r["metrics"].values() if isinstance(m, dict) and "n" in m})
+    scored = [m for r in records() for m in r["metrics"].values() if isinstance(m, dict) and "n" in m]
+    sizes = sorted({m["n"] for m in scored} | {m["ferplus"]["n"] for m in scored if "ferplus" in m})
     found = 0
     for page in PAGES:
         for value, low, high in INTERVAL.findall(page.read_text()):
