@@ -335,7 +335,7 @@ def align_dataset(ds: FERDataset, settings: AlignSettings = FER_SETTINGS, cache:
     note = (f"aligned with MTCNN (rotated to level eyes, cropped, {settings.size}x{settings.size}): face found in "
             f"{result.found.sum():,} of {len(ds):,} images ({result.detection_rate:.1%}); the others kept as they were")
     aligned = FERDataset(result.images, ds.labels, ds.usage, f"{ds.name}-aligned", ds.source, ds.synthetic,
-                         [*ds.notes, note])
+                         [*ds.notes, note], ds.class_names, ds.label_source, ds.ferplus)
     result.images = aligned.pixels
     return AlignedDataset(aligned, result, settings, path)
 
