@@ -482,7 +482,7 @@ _said_no_ferplus: set[str] = set()
 
 def attach_ferplus(ds: FERDataset, data_path: str | os.PathLike, ferplus_path: str | os.PathLike | None = None) -> FERDataset:
     """``ds`` with FER+'s votes (``ds.ferplus``) from ``ferplus_path`` or the file
-    :func:`find_ferplus_votes` finds for ``data_path``; unchanged without one. The Kaggle image
+    :func:`find_ferplus_votes` finds for the CSV ``data_path``; unchanged without one. The Kaggle image
     folders cannot be mapped to FER+'s rows: with them it says so once and goes on without."""
     data_path = Path(data_path)
     if data_path.is_dir():
@@ -494,7 +494,10 @@ def attach_ferplus(ds: FERDataset, data_path: str | os.PathLike, ferplus_path: s
             print(f"{data_path}: image folders cannot be mapped to FER+'s rows; going on without FER+ labels "
                   "(use fer2013.csv for them)")
         return ds
-    path = Path(ferplus_path).expanduser() if ferplus_path is not None else find_ferplus_votes(data_path)
+    if ferplus_path is not None:
+        path = Path(ferplus_path).expanduser()
+    else:  # found only for the CSV whose rows the file follows (not for a saved .npz, a subset maybe)
+        path = find_ferplus_votes(data_path) if data_path.name.endswith((".csv", ".csv.gz")) else None
     if path is not None:
         ds.ferplus = load_ferplus_votes(path, ds.usage)
     return ds

@@ -329,6 +329,8 @@ def test_ferplus_votes_are_found_beside_the_csv_checked_and_fingerprinted(small_
                                               "sha256": hashlib.sha256(votes_path.read_bytes()).hexdigest()}
     test_votes = ds.ferplus_split(TEST)
     assert len(test_votes) == len(ds.split(TEST)[1]) and len(ds.subset(ds.usage == VAL).ferplus) == (ds.usage == VAL).sum()
+    subset = data.save_npz(ds.subset(ds.usage == TEST), tmp_path / "fer2013" / "test-only.npz")
+    assert data.load_fer2013(subset).ferplus is None  # a saved .npz need not hold the CSV's rows: not looked for
     elsewhere = votes_path.rename(tmp_path / "votes.csv")
     assert data.load_fer2013(csv_path, progress=False).ferplus is None  # no file found: FER2013 as before
     assert "ferplus_votes" not in data.load_fer2013(csv_path, progress=False).describe()
