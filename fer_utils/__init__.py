@@ -6,7 +6,8 @@
 The recognizer (the base install, ``pip install fer_utils``: numpy, OpenCV, ONNX Runtime, Pillow,
 pandas, tqdm; it imports nothing of the lab below, and needs no TensorFlow, Keras or scikit-learn):
 
-- ``model_file``: which ONNX file runs, its model card, ``OnnxClassifier`` (ONNX Runtime);
+- ``model_file``: which ONNX file runs (a path, or a released model by name: ``fer2013``, ``ferplus``),
+  its class names (ONNX metadata) and model card, ``OnnxClassifier`` (ONNX Runtime);
 - ``media``: photos, videos, cameras and folders in, annotated videos out;
 - ``detection``: face detectors (Haar; MTCNN with the ``mtcnn`` extra) and tracking;
 - ``recognizer``: crop to 48x48 gray, classify, draw; the frame loop with FPS and latency;
@@ -25,13 +26,15 @@ pandas, tqdm; it imports nothing of the lab below, and needs no TensorFlow, Kera
 - ``synthetic``: the procedurally generated stand-in dataset;
 - ``eda``: exploratory statistics;
 - ``balance``: class balancing of the training split (imbalanced-learn, augmentation, weights);
-- ``models``: model builders (raw 48x48 faces in, 7 probabilities out);
+- ``models``: model builders (raw 48x48 faces in, class probabilities out: FER2013's 7, or FER+'s 8);
 - ``train``: the shared, resumable ``fit`` and ``train_and_evaluate`` (a dataset, a config and a ``runs.RunStore`` in, a ``runs.RunRecord`` out);
 - ``vgg``: the VGGNet recipes and the results tables of notebooks 04, 06 and 11 (notebook 04);
 - ``ensemble``: softmax-average ensembles of trained models (notebook 06);
 - ``leakage``: resampling with parents and the leakage audit of write-up 003's protocol (notebook 11);
 - ``transfer``: keras.applications backbones, ResNet-18 and a small ViT, frozen or fine-tuned (notebook 05);
 - ``champion``: the project's best CPU model, its recipe and throughput measurement (notebook 12);
+- ``ferplus``: the champion trained on FER+'s ten-annotator votes (8 classes), its release, and the
+  default-model rule (notebook 13);
 - ``evaluate``: metrics, metrics files, the summary table;
 - ``align``: MTCNN face alignment (rotate the eye line level, crop, resize), cached per dataset;
 - ``explain``: LIME and Grad-CAM for any Keras model of the project;

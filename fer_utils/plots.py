@@ -123,13 +123,15 @@ def duplicate_examples(pixels: np.ndarray, groups: pd.DataFrame, n: int = 8,
     return fig
 
 
-def confusion_matrix(confusion, title: str = "Confusion matrix", normalize: bool = True):
-    """Heat map of a 7x7 confusion matrix (rows = true class); ``normalize`` shows row shares (recall)."""
+def confusion_matrix(confusion, title: str = "Confusion matrix", normalize: bool = True,
+                     class_names: tuple[str, ...] = CLASS_NAMES):
+    """Heat map of a confusion matrix over ``class_names`` (rows = true class); ``normalize`` shows
+    row shares (recall)."""
     cm = np.asarray(confusion, dtype=float)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, ax = plt.subplots(figsize=(5.6 + 0.6 * (len(class_names) - 7), 4.8 + 0.5 * (len(class_names) - 7)))
     sns.heatmap(shown, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, cbar=False,
-                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, ax=ax, vmin=0, vmax=1 if normalize else None)
+                xticklabels=class_names, yticklabels=class_names, ax=ax, vmin=0, vmax=1 if normalize else None)
     ax.set(title=title, xlabel="predicted", ylabel="true")
     return fig
 
