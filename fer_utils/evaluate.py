@@ -148,7 +148,8 @@ def ferplus_from_predictions(record: dict, ds: FERDataset) -> dict[str, dict]:
     ``{}`` when it keeps none or was not scored on ``ds``'s faces in ``ds``'s split order (another
     dataset, a leaky resampling) or ``ds`` has no votes."""
     dataset = record.get("dataset", {})
-    if ds.ferplus is None or record.get("leaky") or dataset.get("fingerprint") != ds.fingerprint:
+    if ds.ferplus is None or record.get("leaky") or dataset.get("fingerprint") != ds.fingerprint \
+            or labels_of(record) != FER2013_LABELS:  # a run on FER+'s labels scored a subset of the faces
         return {}
     classes = tuple(record.get("classes", CLASS_NAMES))
     out = {}
@@ -379,11 +380,12 @@ def labels_of(record: dict) -> str:
 
 
 def trained_runs(records: list[dict], fingerprint: str | None = None) -> list[dict]:
-    """Records whose model file exists (and, if ``fingerprint`` is given, trained and evaluated on
-    that very dataset, not on one derived from it such as aligned faces), best PublicTest accuracy
-    first. PrivateTest plays no part in the order."""
+    """Records whose model file exists, trained and scored on FER2013's own labels (never a run on
+    FER+'s: its accuracies answer another label set, :func:`labels_of`), and, if ``fingerprint`` is
+    given, on that very dataset, not on one derived from it such as aligned faces; best PublicTest
+    accuracy first. PrivateTest plays no part in the order."""
     usable = [r for r in records if r.get("model_file") and not r.get("leaky") and model_path(r).is_file()
-              and (fingerprint is None or trained_on(r, fingerprint))]
+              and labels_of(r) == FER2013_LABELS and (fingerprint is None or trained_on(r, fingerprint))]
     return sorted(usable, key=lambda r: r["metrics"][VAL]["accuracy"], reverse=True)
 
 

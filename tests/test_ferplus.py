@@ -107,7 +107,7 @@ def test_a_ferplus_run_says_its_labels_and_classes_and_no_selector_takes_it_for_
     assert record.run_id == "13_champion_cnn_ferplus_distribution_none_smoke" and record["params"]["targets"] == "distribution"
     assert record.classes == FERPLUS_CLASS_NAMES and labels_of(record) == record.labels == "ferplus"
     assert record["dataset"]["fingerprint"] == ds.fingerprint, "the same images"
-    assert not record.trained_on(ds.fingerprint) and store.best(ds.fingerprint) is None
+    assert not record.trained_on(ds.fingerprint) and store.best(ds.fingerprint) is None and store.trained() == []
     assert np.asarray(record["metrics"][TEST]["confusion"]).shape == (8, 8)
     assert list(record.per_class("f1").index) == list(FERPLUS_CLASS_NAMES)
     assert record["metrics"][TEST]["n"] == int((ferplus.ferplus_dataset(ds).usage == TEST).sum())
