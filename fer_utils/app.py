@@ -63,13 +63,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_utils import detection, samples, saliency
+from fer_utils import detection, model_file, samples, saliency
 from fer_utils.api import ExpressionRecognizer, released_model
 from fer_utils.config import CLASS_NAMES, IMAGE_SIZE
 from fer_utils.detection import Face
 from fer_utils.extras import MissingExtra, install_hint, require
 from fer_utils.media import MAX_PIXELS, SourceError, decode_photo
-from fer_utils.model_file import DEFAULT_MODEL, RELEASED_MODELS, ModelFileError, OnnxClassifier, find_model, read_model_card
+from fer_utils.model_file import RELEASED_MODELS, ModelFileError, OnnxClassifier, find_model, read_model_card
 from fer_utils.recognizer import WHOLE_FACE_MAX_SIDE, Recognizer, class_color, classifier_classes, draw_faces
 
 st = require("streamlit", "app", "the browser app")  # the `app` extra: the page itself
@@ -205,7 +205,8 @@ def model_choices() -> list[str]:
     if os.environ.get(MODEL_ENV_VAR):
         return [os.environ[MODEL_ENV_VAR]]
     present = [name for name in RELEASED_MODELS if released_model(name).is_file()]
-    return sorted(present, key=lambda name: name != DEFAULT_MODEL) or [DEFAULT_MODEL]
+    default = model_file.DEFAULT_MODEL
+    return sorted(present, key=lambda name: name != default) or [default]
 
 
 def model_label(choice: str) -> str:

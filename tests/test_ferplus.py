@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import ExpressionRecognizer, cli, ferplus, model_file, plot_timeline, samples
+from fer_utils import ExpressionRecognizer, app, cli, ferplus, model_file, plot_timeline, samples
 from fer_utils.config import CLASS_NAMES, FERPLUS_CLASS_NAMES, TEST, TRAIN, VAL, get_profile, import_keras
 from fer_utils.api import results_table
 from fer_utils.data import DataFormatError, FERDataset
@@ -21,6 +21,9 @@ from fer_utils.runs import RunStore
 from fer_utils.synthetic import make_synthetic_fer
 from fer_utils.train import TrainConfig, fit
 from onnx_helpers import tiny_ferplus_onnx, tiny_onnx
+
+
+RELEASED = model_file.RELEASED_MODEL  #: the checkout's released FER2013 model (before a test moves the folder)
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +219,19 @@ def test_the_cli_runs_an_eight_class_model_by_name_and_writes_its_columns(releas
     assert list(table.columns[-8:]) == list(FERPLUS_CLASS_NAMES) and table["label"].iloc[-1] in FERPLUS_CLASS_NAMES
     ax = plot_timeline(table)
     assert [line.get_label() for line in ax.get_lines()] == list(FERPLUS_CLASS_NAMES)
+
+
+def test_the_app_offers_the_released_models_and_shows_the_eight_classes(released_ferplus, eight, ds, monkeypatch):
+    assert app.model_choices() == ["ferplus"], "only the released models present"
+    shutil.copyfile(RELEASED, released_ferplus.with_name("fer_champion.onnx"))
+    assert app.model_choices() == ["fer2013", "ferplus"], "the default first"
+    monkeypatch.setattr(model_file, "DEFAULT_MODEL", "ferplus")
+    assert app.model_choices() == ["ferplus", "fer2013"] and app.model_path("ferplus") == released_ferplus
+    analysis = app.analyse(app.Photo("face", cv2.cvtColor(ds.pixels[2], cv2.COLOR_GRAY2RGB), (48, 48)),
+                           app.make_recognizer(model_file.OnnxClassifier(app.find_app_model("ferplus"))))
+    (face,) = analysis.faces
+    assert list(app.probability_table(face).expression) == list(FERPLUS_CLASS_NAMES)
+    assert list(face.as_dict()["probabilities"]) == list(FERPLUS_CLASS_NAMES) and face.label in FERPLUS_CLASS_NAMES
+    assert app.annotate(analysis).ndim == 3
+    explained = app.explain_face(face.crop, "Occlusion", model_file.OnnxClassifier(eight), FERPLUS_CLASS_NAMES.index("contempt"))
+    assert "probability of 'contempt'" in explained["caption"]
