@@ -257,6 +257,16 @@ def earlier_release(store: RunStore, record: RunRecord) -> RunRecord | None:
     return earlier if same else None
 
 
+def release_run(store: RunStore, ds: FERDataset, record: RunRecord, tta: str) -> RunRecord:
+    """The release of the trained run ``record``: the one made earlier (:func:`earlier_release`,
+    with the views chosen where it was released; rebuilt with them when its Keras model is not
+    here, as on a fresh clone), else a new :func:`release_candidate` with the views ``tta``."""
+    earlier = earlier_release(store, record)
+    if earlier is not None and earlier.model_path.exists():
+        return earlier
+    return release_candidate(store, ds, record, earlier["params"]["tta"] if earlier else tta)
+
+
 def release_candidate(store: RunStore, ds: FERDataset, record: RunRecord, tta: str) -> RunRecord:
     """The trained run with the test-time views ``tta`` inside its graph, saved as a run of its own
     (``<run>`` with ``_released`` after the sampling; ``release: true``, ``derived_from`` the trained

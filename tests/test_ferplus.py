@@ -127,7 +127,10 @@ def test_the_release_candidate_and_its_onnx_file_carry_the_eight_classes(ferplus
     fer = ferplus.ferplus_dataset(ds)
     released = ferplus.release_candidate(store, ds, ferplus_run, "none")
     assert released["release"] and released["derived_from"] == ferplus_run.run_id and released.classes == FERPLUS_CLASS_NAMES
-    assert ferplus.earlier_release(store, ferplus_run) == released
+    assert ferplus.earlier_release(store, ferplus_run) == released == ferplus.release_run(store, ds, ferplus_run, "flip")
+    released.model_path.unlink()  # a fresh clone: the release is rebuilt with the views it was released with
+    rebuilt = ferplus.release_run(store, ds, ferplus_run, "flip")
+    assert rebuilt["params"]["tta"] == "none" and rebuilt.model_path.exists() and rebuilt["created"] == released["created"]
     checks = ferplus.release_checks(released, latency_ms=0.5)
     assert list(checks["met"]) == [False, True, True, True] and ferplus.releasable(checks)
     onnx_path, card, _ = ferplus.release(released, fer, fer.split(TRAIN)[0][:64], tmp_path / "onnx", tmp_path / "release", 0.5)
