@@ -257,6 +257,12 @@ def test_finetuning_continues_a_pretrained_frozen_run_but_starts_random_weights_
     assert not scratch["params"]["batchnorm_frozen"] and scratch["params"]["initialisation"] == "random"
     assert not (run.metrics_dir / "05_resnet18_frozen_ce_none_smoke.json").exists()  # no frozen run needed
     assert scratch["history"]["loss"][0] < 10  # a fresh model starts near log(7), not with an exploding head
+    gain = transfer.pretraining_table(pretrained, scratch, small_ds)
+    assert list(gain.index) == ["from ImageNet weights", "from random weights (twin)", "difference (points)"]
+    assert gain.loc["difference (points)", "PrivateTest %"] == pytest.approx(
+        pretrained.score("accuracy", "PrivateTest") - scratch.score("accuracy", "PrivateTest"), abs=0.01)
+    assert gain.loc["difference (points)", "95% interval"].startswith("McNemar p = ")
+    assert list(transfer.pretraining_table(None, scratch, small_ds).index) == ["from random weights (twin)"]
 
 
 def test_scratch_runs_cap_batchnorm_momentum_where_it_is_too_slow():
