@@ -669,22 +669,23 @@ def plan(profile: Profile | str, backbones: list[str] | None = None) -> list[tup
     names = list(backbones or r["backbones"])
     for name in names:
         spec(name)
-    study = names if r["loss_study"] == "all" else r["loss_study"]
-    runs = []
-    for mode in MODES:
-        for b in names:
-            losses = LOSSES if mode == "frozen" and b in study else r["losses"][mode]
-            runs += [(b, mode, loss) for loss in LOSSES if loss in losses]
-    return runs
+    return [(b, mode, loss) for mode in MODES for b in names for loss in _losses(r, b, mode)]
 
 
-def pretrained_plan(weights: str) -> list[tuple[str, str, str]]:
-    """The ``(mode, loss, weights)`` runs of notebook 05's pretrained chapter: a frozen head for
-    every loss on the ``weights`` features, the network fine-tuned from the cross-entropy head, and
-    its twin trained from random weights for the same epochs (with ``weights="none"`` the two
-    fine-tunings are one run)."""
-    runs = [("frozen", loss, weights) for loss in LOSSES] + [("finetune", "ce", weights), ("finetune", "ce", "none")]
-    return list(dict.fromkeys(runs))
+def _losses(r: dict, backbone_name: str, mode: str) -> tuple[str, ...]:
+    """The losses recipe ``r`` trains ``backbone_name`` with in ``mode``, in :data:`LOSSES` order."""
+    studied = mode == "frozen" and (r["loss_study"] == "all" or backbone_name in r["loss_study"])
+    return tuple(loss for loss in LOSSES if studied or loss in r["losses"][mode])
+
+
+def pretrained_plan(profile: Profile | str, weights: str, backbone_name: str = "efficientnet_lite0"
+                    ) -> list[tuple[str, str, str]]:
+    """The ``(mode, loss, weights)`` runs of notebook 05's pretrained chapter: a frozen head on the
+    ``weights`` features for each loss of the profile's loss study (``cpu``: every loss; ``smoke``:
+    cross-entropy), the network fine-tuned from the cross-entropy head, and its twin trained from
+    random weights for the same epochs (with ``weights="none"`` the two fine-tunings are one run)."""
+    frozen = [("frozen", loss, weights) for loss in _losses(recipe(profile, backbone_name), backbone_name, "frozen")]
+    return list(dict.fromkeys(frozen + [("finetune", "ce", weights), ("finetune", "ce", "none")]))
 
 
 def stratified_subset(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:

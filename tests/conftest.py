@@ -18,6 +18,12 @@ from fer_utils import config, data
 from fer_utils.synthetic import make_synthetic_fer
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (``make test``): one worker per core, plus one for the notebooks' run in sequence,
+    whose worker only waits while each notebook's kernel (another process) does the work."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_collection_modifyitems(items):
     """The notebooks' run in sequence first: the longest test, started at once on one worker
     (``make test`` runs pytest-xdist) while the other workers share the rest."""

@@ -209,9 +209,11 @@ def test_lite0_and_its_twin_share_a_budget_of_their_own():
     assert transfer.transfer_config("cpu", "finetune", "resnet18", "none").params() == {
         **twin.params(), "epochs": 6, "schedule": "constant", "time_budget_s": 480}  # the others keep theirs
     frozen = [("frozen", loss, "imagenet") for loss in transfer.LOSSES]
-    assert transfer.pretrained_plan("imagenet") == frozen + [("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
-    assert transfer.pretrained_plan("none") == [("frozen", loss, "none") for loss in transfer.LOSSES] + [
+    assert transfer.pretrained_plan("cpu", "imagenet") == frozen + [("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
+    assert transfer.pretrained_plan("cpu", "none") == [("frozen", loss, "none") for loss in transfer.LOSSES] + [
         ("finetune", "ce", "none")]
+    assert transfer.pretrained_plan("smoke", "imagenet") == [  # a check that the code runs: one loss
+        ("frozen", "ce", "imagenet"), ("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
 
 
 def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, capsys):
