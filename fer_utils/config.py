@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
         batch_size=64,
         max_train_per_class=60,
         time_budget_s=60,
-        synthetic_size=1400,
+        synthetic_size=700,
     ),
     "cpu": Profile(
         "cpu",
