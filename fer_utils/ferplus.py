@@ -229,15 +229,16 @@ def train_seeds(store: RunStore, ds: FERDataset, profile: Profile, targets: str,
 
 
 def views_and_latency(record: RunRecord, fer: FERDataset, out_dir: str | Path, limit_ms: float = 1.0,
-                      repeats: int = 300, calibration_faces: np.ndarray | None = None) -> tuple[str, pd.DataFrame]:
+                      repeats: int = 300, calibration_faces: np.ndarray | None = None,
+                      kinds: tuple[str, ...] = champion.TTA_KINDS) -> tuple[str, pd.DataFrame]:
     """The champion's release rule for test-time views on a FER+ run: accuracy per view set on FER+
     PublicTest and PrivateTest (``champion.tta_table``) beside ONNX Runtime ms per face at batch 1
     (``champion.tta_latency``, fp32 and, given ``calibration_faces``, int8), and the view set chosen
-    (``champion.choose_tta``: the most accurate on PublicTest within ``limit_ms``)."""
+    (``champion.choose_tta``: the most accurate on PublicTest within ``limit_ms``), among ``kinds``."""
     trained, crop = load_keras_model(record), record["params"].get("crop")
-    views = champion.tta_table(trained, fer, crop)
-    latency = champion.tta_latency(trained, crop, fer.split(VAL)[0][:300], out_dir, repeats=repeats,
-                                   calibration_faces=calibration_faces, class_names=record.classes)
+    views = champion.tta_table(trained, fer, crop, kinds)
+    latency = champion.tta_latency(trained, crop, fer.split(VAL)[0][:300], out_dir, kinds, repeats,
+                                   calibration_faces, record.classes)
     for column in latency:
         views[column] = latency[column].reindex(views.index.get_level_values(0)).to_numpy()
     return champion.choose_tta(views, latency, limit_ms), views

@@ -191,7 +191,7 @@ def test_make_loss_weights_classes_inversely_to_frequency():
 def test_plan_and_parameters():
     runs = transfer.plan("smoke")
     assert runs[0][1] == "frozen" and runs[-1][1] == "finetune"
-    assert {loss for b, m, loss in runs if b == "resnet18" and m == "frozen"} == set(transfer.LOSSES)
+    assert {loss for b, m, loss in runs if b == "vit_small" and m == "frozen"} == set(transfer.LOSSES)
     assert transfer.plan("cpu", ["resnet18"]) == [("resnet18", "frozen", loss) for loss in transfer.LOSSES] + [
         ("resnet18", "finetune", "ce")]
     with pytest.raises(ValueError, match="unknown backbone"):
