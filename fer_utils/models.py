@@ -262,7 +262,7 @@ def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0,
         stack = make_augmenter(kind, crop, seed)
         erase = layers.RandomErasing(factor=(erasing, erasing), value_range=(0, 255), seed=seed)
         return keras.Sequential([*(stack.layers if stack else []), erase], name=f"{stack.name if stack else 'augment'}_erasing")
-    if kind in (None, "none") and not crop:
+    if kind == "cached" or (kind in (None, "none") and not crop):  # cached: the faces are augmented views already
         return None
     shift = (IMAGE_SIZE - crop) / 2 / IMAGE_SIZE if crop else 0.1
     shift_layer = layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed)
@@ -281,4 +281,4 @@ def make_augmenter(kind: str | None, crop: int | None = None, seed: int = 0,
             layers.GaussianNoise(0.02, seed=seed),  # on the 0-1 scale: about 5 grey levels
             layers.Rescaling(255),
         ], name="augment_standard")
-    raise ValueError(f"augment={kind!r}: choose None, 'flip' or 'standard'")
+    raise ValueError(f"augment={kind!r}: choose None, 'flip', 'standard' or 'cached'")

@@ -58,8 +58,9 @@ class TrainConfig:
     ``schedule``: ``constant``, ``cosine`` (decay to 1% over all epochs), ``cosine_budget`` (the
     same decay, set each epoch, over the epochs or ``time_budget_s``, whichever runs out first:
     a slower machine that hits the cap still ends on a small learning rate) or ``plateau`` (x0.75
-    after 5 epochs without PublicTest improvement). ``augment``: None, ``flip`` or ``standard``
-    (flip, shift, rotation, zoom, Gaussian noise). ``patience``: early-stopping epochs on
+    after 5 epochs without PublicTest improvement). ``augment``: None, ``flip``, ``standard``
+    (flip, shift, rotation, zoom, Gaussian noise) or ``cached`` (the training faces are augmented
+    views made beforehand: none added, the centre crop only). ``patience``: early-stopping epochs on
     PublicTest accuracy (None: off). ``time_budget_s``: stop after the epoch that crosses it.
     ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (Nesterov momentum 0.9); ``weight_decay``:
     decoupled, for ``adamw`` (default 1e-4) and ``sgd`` (default none). ``epoch_size``:
@@ -280,12 +281,15 @@ def _face_batch_input():
 def training_model(net: keras.Model, augment: str | None, crop: int | None, seed: int = 0,
                    erasing: float = 0.0) -> keras.Model:
     """``net`` behind the training-time augmentation, random erasing and crop (all Keras layers, so
-    they run inside the compiled step on any backend); ``net`` itself when there is none."""
+    they run inside the compiled step on any backend); ``net`` itself when there is none. With
+    ``augment="cached"`` the faces are augmented views made beforehand (``distill``): the centre
+    crop alone, the crop the views' soft targets were computed on."""
     augmenter = make_augmenter(augment, crop, seed, erasing)
-    if augmenter is None:
+    if augmenter is None and not crop:
         return net
     inputs, x = _face_batch_input()
-    x = augmenter(x)
+    if augmenter is not None:
+        x = augmenter(x)
     size = crop or IMAGE_SIZE
     x = _views(x, crop, "none")[0]
     outputs = net(layers.Reshape((size, size))(x))
