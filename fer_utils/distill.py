@@ -87,15 +87,18 @@ def soft_targets(teacher_proba: np.ndarray, labels: np.ndarray, temperature: flo
     return (alpha * tempered + (1 - alpha) * np.eye(tempered.shape[1])[labels]).astype(np.float32)
 
 
-def distillation_set(dataset, predict: Callable[[np.ndarray], np.ndarray], views: int, seed: int,
+def distillation_set(dataset, predict: Callable[[np.ndarray], np.ndarray] | None, views: int, seed: int,
                      temperature: float = TEMPERATURE, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
     """The student's training set: ``views`` augmented copies of every Training face and their soft
-    targets from the teacher ``predict`` (:func:`soft_targets`)."""
+    targets from the teacher ``predict`` (:func:`soft_targets`); with ``alpha=0`` the labels alone
+    (no teacher is run)."""
     x_train, y_train = dataset.split(TRAIN)
-    faces = augmented_views(x_train, views, seed)
+    faces, labels = augmented_views(x_train, views, seed), np.tile(y_train, views)
+    if alpha == 0:
+        return faces, labels
     chunks = range(0, len(faces), len(x_train))
     proba = np.concatenate([predict(faces[i:i + len(x_train)]) for i in tqdm(chunks, desc="teacher", unit="view")])
-    return faces, soft_targets(proba, np.tile(y_train, views), temperature, alpha)
+    return faces, soft_targets(proba, labels, temperature, alpha)
 
 
 def student_config(profile: Profile, seed: int, n_train: int, epochs: int | None = None) -> TrainConfig:
@@ -110,14 +113,18 @@ def train_student(store: RunStore, dataset, seeds: Sequence[RunRecord], config: 
     """Train (or load) the student with ``config`` (:func:`student_config`) on the teacher's soft
     targets (the ``seeds``' average), filed as ``<NN>_champion_cnn_distilled[_seedS]_<profile>``
     through the usual lifecycle (resumable; the views and targets are recomputed, seeded, when a run
-    resumes in a new session: they are derived from the faces and never committed). A finished,
-    uncapped student keeps its network as a seed file, and a fresh clone rebuilds it from there."""
-    run_id = store.run_id(MODEL_NAME, "distilled", seed=config.seed)
+    resumes in a new session: they are derived from the faces and never committed). ``alpha=0`` is
+    the control without distillation, the same views with their labels alone
+    (``<NN>_champion_cnn_cached_views[_seedS]_<profile>``). A finished, uncapped run keeps its
+    network as a seed file, and a fresh clone rebuilds it from there."""
+    sampling = "distilled" if alpha else "cached_views"
+    run_id = store.run_id(MODEL_NAME, sampling, seed=config.seed)
     rebuild_from_onnx(store, dataset, run_id, config, seed_file(store, run_id))
-    teacher = teacher_predictor(seeds, store)
+    teacher = teacher_predictor(seeds, store) if alpha else None
+    taught = {"teacher": [r.run_id for r in seeds], "temperature": temperature, "alpha": alpha} if alpha else {}
     record = train_and_evaluate(
-        store, dataset, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config, sampling="distilled",
+        store, dataset, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config, sampling=sampling,
         train_data=lambda: distillation_set(dataset, teacher, views, config.seed, temperature, alpha),
-        extra_params={"teacher": [r.run_id for r in seeds], "views": views, "temperature": temperature, "alpha": alpha})
+        extra_params={"views": views, **taught})
     keep_seed_file(store, record)
     return record

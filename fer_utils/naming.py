@@ -24,7 +24,7 @@ SAMPLING_WORDS: dict[str, str] = {
     "none": "", "ros": "random oversampling", "rus": "random undersampling", "hybrid": "hybrid resampling",
     "smote": "SMOTE", "smote_tomek": "SMOTE-Tomek", "smote_enn": "SMOTE-ENN", "augment": "augmented copies",
     "class_weights": "class weights", "aligned": "MTCNN-aligned faces", "mixed": "",
-    "distilled": "distilled from the seeds' ensemble",
+    "distilled": "distilled from the seeds' ensemble", "cached_views": "cached augmented views, labels only",
 }
 _WIDTH_WORDS = {1.0: "full width", 0.5: "half width", 0.25: "quarter width", 0.125: "eighth width"}
 _MODE_WORDS = {"frozen": "frozen backbone", "finetune": "fine-tuned"}

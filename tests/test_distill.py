@@ -68,3 +68,7 @@ def test_a_student_learns_from_the_seeds_teacher_and_keeps_its_network(tmp_path,
     assert champion.seed_file(run.store, student.run_id).exists()
     assert [r.run_id for r in distill.teacher_seeds(run.store, run.dataset)] == [r.run_id for r in seeds]
     assert "distilled from the seeds' ensemble" in student.label
+
+    control = distill.train_student(run.store, run.dataset, seeds, config, views=2, alpha=0.0)
+    assert control.run_id == "12_champion_cnn_cached_views_smoke" and "teacher" not in control["params"]
+    assert control["params"]["views"] == 2 and control.n_train == student.n_train
