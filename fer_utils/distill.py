@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .champion import CROP, MODEL_NAME, champion_config, keep_seed_file, rebuild_from_onnx, seed_file
-from .config import TEST, TRAIN, VAL, Profile, import_keras
+from .config import TEST, TRAIN, VAL, Profile
 from .ensemble import ensemble_predictor, write_ensemble_record
 from .evaluate import was_capped
 from .model_file import OnnxClassifier
@@ -28,8 +28,6 @@ from .models import build, make_augmenter
 from .progress import tqdm
 from .runs import RunRecord, RunStore
 from .train import TrainConfig, train_and_evaluate
-
-keras = import_keras()
 
 #: Augmented views of each Training face whose teacher targets are cached, per profile.
 VIEWS = {"smoke": 2, "cpu": 10, "full": 20}

@@ -237,8 +237,8 @@ def views_and_latency(record: RunRecord, fer: FERDataset, out_dir: str | Path, l
     (``champion.choose_tta``: the most accurate on PublicTest within ``limit_ms``), among ``kinds``."""
     trained, crop = load_keras_model(record), record["params"].get("crop")
     views = champion.tta_table(trained, fer, crop, kinds)
-    latency = champion.tta_latency(trained, crop, fer.split(VAL)[0][:300], out_dir, kinds, repeats,
-                                   calibration_faces, record.classes)
+    latency = champion.tta_latency(trained, crop, fer.split(VAL)[0][:300], out_dir, kinds=kinds, repeats=repeats,
+                                   calibration_faces=calibration_faces, class_names=record.classes)
     for column in latency:
         views[column] = latency[column].reindex(views.index.get_level_values(0)).to_numpy()
     return champion.choose_tta(views, latency, limit_ms), views
