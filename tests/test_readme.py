@@ -3,7 +3,9 @@ columns of the results tables (the README's, and the full one in docs/results.md
 run's (a metrics file in reports/metrics/, or notebook 12's table of the `fer` package), and every
 accuracy there carries its 95% Wilson interval, recomputed here from the run's metrics file
 (``correct = round(accuracy * n)``); the FER+ column shows the run's FER+ score or says why it has none. A re-run that replaces a metrics file fails this test until
-the README and the docs say the new number. The other accuracy tables of docs/ (ablations,
+the README and the docs say the new number. A row over seeds writes ``mean ± sd`` and is checked
+against the seed runs of one recipe (the same notebook, model, training data and settings but the
+seed), as many as the row says. The other accuracy tables of docs/ (ablations,
 transfer learning) and every interval written beside a number in their prose are checked the
 same way, and so are the pages' links and their ``make NN ARGS=...`` commands."""
 
@@ -11,11 +13,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fer_utils.config import PROJECT_ROOT, TEST, VAL
-from fer_utils.evaluate import CLEAN_TEST, accuracy_interval, ferplus_cell
+from fer_utils.evaluate import CLEAN_TEST, accuracy_interval, ferplus_cell, was_capped
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
@@ -27,6 +30,8 @@ SPLITS = {"PublicTest": VAL, "PrivateTest": TEST, "clean": CLEAN_TEST}  # the ac
 #: ``value (low–high)``: an accuracy and its interval (an en dash or a hyphen between the bounds; the
 #: value may be bold).
 INTERVAL = re.compile(r"(\d+(?:\.\d+)?)%?\**\s*\((\d+(?:\.\d+)?)\s*[–-]\s*(\d+(?:\.\d+)?)\)")
+#: ``mean ± sd``: a recipe's mean over its seeds and their standard deviation.
+SPREAD = re.compile(r"(\d+(?:\.\d+)?)\**\s*±\s*(\d+(?:\.\d+)?)")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -41,11 +46,11 @@ def rounds_to(value: float, shown: str) -> bool:
 
 def parse_cell(cell: str) -> dict:
     """A table cell's numbers (a range ``a-b`` gives two, ``-`` none) and, where the cell is
-    ``value (low–high)``, its accuracy and interval as written."""
-    match = INTERVAL.search(cell)
-    rest = INTERVAL.sub(r"\1", cell) if match else cell
+    ``value (low–high)`` or ``mean ± sd``, its accuracy and interval or its mean and spread as written."""
+    match, spread = INTERVAL.search(cell), SPREAD.search(cell)
+    rest = SPREAD.sub(r"\1", INTERVAL.sub(r"\1", cell))
     return {"numbers": [float(x) for x in NUMBER.findall(rest)],
-            "interval": match.groups() if match else None}
+            "interval": match.groups() if match else None, "spread": spread.groups() if spread else None}
 
 
 def table_rows(text: str, header: str) -> list[list[str]]:
@@ -62,13 +67,14 @@ def table_rows(text: str, header: str) -> list[list[str]]:
 
 def results_rows(text: str) -> list[dict]:
     """The results table's rows: notebook, model, and for each numeric column its numbers and
-    (accuracy columns) the interval as written."""
+    (accuracy columns) the interval or the spread over seeds as written."""
     rows = []
     for cells in table_rows(text, HEADER):
-        parsed = {name: parse_cell(cells[name]) for name in COLUMNS}
+        parsed = {name: parse_cell(cells.get(name, "")) for name in (*COLUMNS, "FER+")}
         rows.append({"notebook": re.search(r"\d\d", cells["notebook"]).group(), "model": cells["model"],
-                     **{name: p["numbers"] for name, p in parsed.items()},
-                     "intervals": {name: p["interval"] for name, p in parsed.items() if p["interval"]}, "cells": cells})
+                     **{name: parsed[name]["numbers"] for name in COLUMNS},
+                     "intervals": {name: p["interval"] for name, p in parsed.items() if p["interval"] and name in COLUMNS},
+                     "spreads": {name: p["spread"] for name, p in parsed.items() if p["spread"]}, "cells": cells})
     return rows
 
 
@@ -88,7 +94,10 @@ def committed_results() -> list[dict]:
     for r in records():
         m = r["metrics"]
         ferplus = m[TEST].get("ferplus")
+        settings = {k: v for k, v in r["params"].items() if k not in ("seed", "time_budget_s")}
         results.append({"notebook": r["notebook"][:2], "epochs": r["train"].get("epochs"),
+                        "recipe": json.dumps([r["notebook"], r["model"], r["sampling"], settings], sort_keys=True),
+                        "counted": not was_capped(r["train"]),
                         "train min": r["train"]["seconds"] / 60,
                         "PublicTest": 100 * m[VAL]["accuracy"], "PrivateTest": 100 * m[TEST]["accuracy"],
                         "balanced": 100 * m[TEST]["balanced_accuracy"], "clean": 100 * m[CLEAN_TEST]["accuracy"],
@@ -103,13 +112,29 @@ def committed_results() -> list[dict]:
     accuracy = {"PublicTest": row["PublicTest accuracy %"], "PrivateTest": row["PrivateTest accuracy %"],
                 "clean": row["PrivateTest_clean accuracy %"]}
     scored = "PrivateTest FER+ majority %" in row  # the table of a notebook 12 run with FER+ scores
-    results.append({"notebook": "12", "epochs": None, "train min": None, **accuracy,
+    results.append({"notebook": "12", "epochs": None, "train min": None, "recipe": None, **accuracy,
                     "balanced": row["PrivateTest balanced accuracy %"],
                     "intervals": {c: wilson({"accuracy": accuracy[c] / 100, "n": release["metrics"][s]["n"]})
                                   for c, s in SPLITS.items()},
                     "FER+": (row["PrivateTest FER+ majority %"], *map(float, row["PrivateTest FER+ 95% interval"].split("-")))
                     if scored else None, "FER+ cell": "not scored yet"})
     return results
+
+
+def seed_groups(results: list[dict]) -> list[list[dict]]:
+    """The finished runs of each recipe trained with more than one seed."""
+    groups = {}
+    for r in results:
+        if r["recipe"] and r["counted"]:
+            groups.setdefault(r["recipe"], []).append(r)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def shows_spread(group: list[dict], column: str, written: tuple[str, str]) -> bool:
+    """``written`` (mean, sd as text) is the mean and standard deviation of ``column`` over ``group``."""
+    values = [r[column][0] if column == "FER+" and r[column] else r[column] for r in group]
+    return (None not in values and rounds_to(float(np.mean(values)), written[0])
+            and rounds_to(float(np.std(values, ddof=1)), written[1]))
 
 
 def shows(result: dict, column: str, number: float) -> bool:
@@ -134,7 +159,22 @@ def test_the_parser_reads_ranges_bold_italics_and_intervals():
     assert row["balanced"] == [] and row["clean"] == [41.6]
     assert row["intervals"] == {"PublicTest": ("44.3", "42.7", "45.9"), "PrivateTest": ("57.5", "55.9", "59.1"),
                                 "clean": ("41.6", "40.0", "43.2")}
-    assert other["notebook"] == "12" and other["intervals"] == {}
+    assert other["notebook"] == "12" and other["intervals"] == {} and other["spreads"] == {}
+
+
+def test_the_parser_reads_a_mean_and_spread_over_seeds():
+    text = HEADER + " FER+ |\n|---|\n| 12 | C, 3 seeds | T | 140 | 85.9–215.8 | 66.82 ± 0.13 | **68.47** ± 0.34 | 65.99 ± 0.61 | - | 67.63 ± 0.54 |\n"
+    (row,) = results_rows(text)
+    assert row["PublicTest"] == [66.82] and row["PrivateTest"] == [68.47] and row["train min"] == [85.9, 215.8]
+    assert row["spreads"] == {"PublicTest": ("66.82", "0.13"), "PrivateTest": ("68.47", "0.34"),
+                              "balanced": ("65.99", "0.61"), "FER+": ("67.63", "0.54")}
+    assert row["intervals"] == {}
+
+
+@pytest.mark.parametrize("written, ok", [(("68.47", "0.34"), True), (("68.48", "0.34"), False), (("68.47", "0.47"), False)])
+def test_a_wrong_mean_or_spread_over_seeds_is_caught(written, ok):
+    group = [{"PrivateTest": 68.77}, {"PrivateTest": 68.10}, {"PrivateTest": 68.54}]
+    assert shows_spread(group, "PrivateTest", written) is ok
 
 
 @pytest.mark.parametrize("page", [README, DOCS / "results.md"], ids=lambda p: p.name)
@@ -145,7 +185,13 @@ def test_every_number_of_the_results_table_is_a_committed_run(page):
         mine = [r for r in results if r["notebook"] == row["notebook"]]
         given = {c: row[c] for c in COLUMNS if row[c]}
         where = f"{page.name} row {row['notebook']} '{row['model'][:60]}'"
-        if all(len(v) == 1 for v in given.values()):  # one run: one metrics file shows every number
+        if row["spreads"]:  # a recipe over seeds: mean ± sd over its seed runs, the other numbers theirs
+            seeds = int(re.search(r"(\d+) seeds", row["model"]).group(1))
+            assert any(len(g) == seeds and all(shows_spread(g, c, s) for c, s in row["spreads"].items())
+                       and all(any(shows(r, c, n) for r in g) for c, v in given.items() if c not in row["spreads"] for n in v)
+                       for g in seed_groups(results) if g[0]["notebook"] == row["notebook"]), \
+                f"{where}: {row['spreads']} is no recipe's mean ± sd over {seeds} committed seed runs"
+        elif all(len(v) == 1 for v in given.values()):  # one run: one metrics file shows every number
             assert any(all(shows(r, c, v[0]) for c, v in given.items())
                        and all(shows_interval(r, c, w) for c, w in row["intervals"].items()) for r in mine), \
                 f"{where}: {given} with intervals {row['intervals']} is no committed run's"
@@ -166,8 +212,8 @@ def test_the_fer_plus_column_shows_the_runs_score_or_why_it_has_none(page):
     results = committed_results()
     for row in results_rows(page.read_text()):
         given = {c: row[c] for c in COLUMNS if row[c]}
-        if not all(len(v) == 1 for v in given.values()):
-            continue  # a range over several runs
+        if row["spreads"] or not all(len(v) == 1 for v in given.values()):
+            continue  # a range over several runs, or a mean over seeds (checked above)
         run = next(r for r in results if r["notebook"] == row["notebook"] and all(shows(r, c, v[0]) for c, v in given.items()))
         written, where = row["cells"]["FER+"], f"{page.name} row {row['notebook']} '{row['model'][:60]}'"
         if run["FER+"] is None:
@@ -183,7 +229,7 @@ def test_every_accuracy_of_the_results_table_carries_its_interval(page):
     for row in results_rows(page.read_text()):
         for column in SPLITS:
             if row[column]:
-                assert column in row["intervals"], \
+                assert column in row["intervals"] or column in row["spreads"], \
                     f"{page.name} row {row['notebook']} '{row['model'][:60]}': {column} {row[column]} has no interval"
 
 
