@@ -10,7 +10,7 @@ sizes on the machine at hand, which is how the network and batch size were chose
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -342,6 +342,38 @@ def choose_tta(views: pd.DataFrame, latency_ms: pd.DataFrame, limit_ms: float = 
     return max(within, key=lambda kind: views.loc[(kind, VAL), "accuracy"])
 
 
+@dataclass
+class ReleaseChoice:
+    """What the release rule chose on PublicTest for a trained network: each view set's scores with
+    its ONNX milliseconds per face (``views``), the views released (``tta``), the prior-correction
+    frontier with those views (``frontier``) and the tau released."""
+    views: pd.DataFrame
+    tta: str
+    frontier: pd.DataFrame
+    tau: float
+
+
+def release_choice(model: keras.Model, ds, crop: int | None, onnx_dir: str | Path, calibration_faces: np.ndarray,
+                   latency_limit_ms: float = 1.0, balanced_floor: float = 62.0, kinds: tuple[str, ...] = TTA_KINDS,
+                   repeats: int = 300, earlier: dict | None = None) -> ReleaseChoice:
+    """The release rule, on PublicTest only: the most accurate view set whose ONNX file (fp32 or
+    int8) runs within ``latency_limit_ms`` per face at batch 1 on this machine (:func:`choose_tta`),
+    then the most accurate tau whose balanced accuracy reaches ``balanced_floor`` with those views
+    (:func:`choose_tau`). ``earlier``, the record of a release already made from this training,
+    keeps its views and tau (chosen on the machine that trained it); the tables are this machine's."""
+    views = tta_table(model, ds, crop, kinds)
+    latency = tta_latency(model, crop, ds.split(VAL)[0][:300], onnx_dir, kinds, repeats=repeats,
+                          calibration_faces=calibration_faces)
+    tta = earlier["params"]["tta"] if earlier else choose_tta(views, latency, latency_limit_ms)
+    for column in latency:
+        views[column] = latency[column].reindex(views.index.get_level_values(0)).to_numpy()
+    x_public, y_public = ds.split(VAL)
+    with_views = inference_model(network_of(model), crop, tta)
+    frontier = prior_frontier(predict_proba(with_views, x_public), y_public, ds.split(TRAIN)[1])
+    tau = earlier["params"]["prior_correction_tau"] if earlier else choose_tau(frontier, balanced_floor)
+    return ReleaseChoice(views, tta, frontier, tau)
+
+
 def with_prior_correction(model: keras.Model, y_train: np.ndarray, tau: float) -> keras.Model:
     """``model`` with ``models.PriorCorrection`` (tau, the Training labels' frequencies) after it."""
     layer = PriorCorrection(prior_weights(y_train, tau), name="prior_correction")
@@ -354,21 +386,24 @@ def _release_id(record: dict) -> str:
 
 def earlier_release(store: RunStore, record: dict) -> RunRecord | None:
     """The release already made from the trained run ``record`` (its metrics file, marked
-    ``release`` and derived from this very training), or None (none yet, or the store is forced).
+    ``release``, true or turned down by the rule, and derived from this very training), or None
+    (none yet, or the store is forced).
     A champion loaded rather than trained here keeps the views and tau chosen where it was
     trained: the latency rule holds on the training machine, and a slower one would choose again."""
     earlier = None if store.force else store.record(_release_id(record))
-    same = earlier and earlier.get("release") and earlier.get("derived_from") == record["run"] \
+    same = earlier and "release" in earlier and earlier.get("derived_from") == record["run"] \
         and earlier["train"] == record["train"]
     return earlier if same else None
 
 
-def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: str | None = None) -> RunRecord:
+def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: str | None = None,
+                      release: bool = True) -> RunRecord:
     """The trained champion (``record``, trained on ``dataset``) with prior correction ``tau``
     (and the test-time views ``tta``, default: as trained) inside its graph, saved in ``store`` as
-    its own model and metrics file (``release: true``, what notebook 09 exports). Its metrics are
-    computed from the saved model; training facts are the trained run's. A run the time cap stopped
-    is never released (``ValueError``)."""
+    its own model and metrics file (``release: true``, what notebook 09 exports, unless ``release``
+    is False: a candidate the release rule turned down). Its metrics are computed from the saved
+    model; training facts are the trained run's. A run the time cap stopped is never released
+    (``ValueError``)."""
     if was_capped(record["train"]):
         raise ValueError(f"{record['run']}: stopped by the time cap ({record['train']['stopped']}) before its "
                          f"{record['params']['epochs']} epochs; a capped run is never released")
@@ -388,7 +423,7 @@ def release_candidate(store: RunStore, dataset, record: dict, tau: float, tta: s
                          {**record["params"], "tta": tta, "prior_correction_tau": tau}, record["dataset"], record["train"],
                          metrics, weights=record.get("weights", "none"), n_params=record["n_params"],
                          model_file=display_path(path), history=record.get("history", {}),
-                         derived_from=record["run"], release=True)
+                         derived_from=record["run"], release=release)
     return store.save(new)
 
 

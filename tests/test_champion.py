@@ -81,6 +81,11 @@ def test_the_released_candidate_is_what_notebook_09_exports(tmp_path):
     # notebook 09 exports it first, whatever the PublicTest order
     chosen = runs.select_for_export([record, released], n_others=1)
     assert chosen[0]["run"] == released["run"]
+    # a candidate the rule turned down is filed, kept as its training's choice, and never exported first
+    declined = champion.release_candidate(run.store, run.dataset, record, tau=1.0, release=False)
+    assert declined["release"] is False and champion.earlier_release(run.store, record)["run"] == declined["run"]
+    better = {**declined, "metrics": {**declined["metrics"], "PublicTest": {**declined["metrics"]["PublicTest"], "accuracy": 1.0}}}
+    assert runs.select_for_export([better, released], n_others=1)[0]["run"] == released["run"]
     # the views can change at release (chosen after training): ten crops inside the saved graph
     ten = champion.release_candidate(run.store, run.dataset, record, tau=0.0, tta="ten_crop")
     assert ten["params"]["tta"] == "ten_crop" and record["params"]["tta"] == "flip"
@@ -129,6 +134,25 @@ def test_the_views_are_chosen_on_publictest_within_the_latency_limit(tmp_path):
     assert champion.choose_tta(views, ms[["fp32"]], limit_ms=1.0) == "none"
     assert champion.choose_tta(views, ms, limit_ms=2.0) == "ten_crop"
     assert champion.choose_tta(views, ms, limit_ms=0.1) == "none"  # none fits: the fastest
+
+
+def test_the_release_rule_chooses_views_then_tau_on_publictest_or_keeps_an_earlier_choice(tmp_path):
+    ds = make_synthetic_fer(200, seed=0)
+    net = train.inference_model(models.build("cnn_small", image_size=40), 40, "flip")
+    calibration = ds.split("Training")[0][:64]
+    choice = champion.release_choice(net, ds, 40, tmp_path, calibration, latency_limit_ms=1e9, balanced_floor=0.0,
+                                     kinds=("none", "flip"), repeats=3)
+    public = choice.views.xs("PublicTest", level=1)["accuracy"]
+    assert choice.tta == max(("none", "flip"), key=lambda k: public[k])  # no latency limit: the most accurate
+    assert choice.views.filter(like="ms/face").notna().all().all()
+    assert choice.tau == champion.choose_tau(choice.frontier, 0.0) and choice.frontier.index.name == "tau"
+    with_views = train.inference_model(champion.network_of(net), 40, choice.tta)
+    expected = champion.prior_frontier(train.predict_proba(with_views, ds.split("PublicTest")[0]),
+                                       ds.split("PublicTest")[1], ds.split("Training")[1])
+    pd.testing.assert_frame_equal(choice.frontier, expected)
+    kept = champion.release_choice(net, ds, 40, tmp_path, calibration, kinds=("none", "flip"), repeats=3,
+                                   earlier={"params": {"tta": "none", "prior_correction_tau": 0.3}})
+    assert (kept.tta, kept.tau) == ("none", 0.3)
 
 
 def test_the_fer_package_comparison_is_skipped_without_it(monkeypatch):
