@@ -27,7 +27,7 @@ from .model_file import OnnxClassifier
 from .models import build, make_augmenter
 from .progress import tqdm
 from .runs import RunRecord, RunStore
-from .train import TrainConfig, train_and_evaluate
+from .train import TrainConfig, display_path, train_and_evaluate
 
 #: Augmented views of each Training face whose teacher targets are cached, per profile.
 VIEWS = {"smoke": 2, "cpu": 10, "full": 20}
@@ -58,7 +58,8 @@ def teacher_record(store: RunStore, dataset, seeds: Sequence[RunRecord]) -> RunR
     as the ensemble ``<NN>_ensemble_teacher_<profile>``."""
     predict = teacher_predictor(seeds, store)
     proba = {split: predict(dataset.split(split)[0]) for split in (VAL, TEST)}
-    return write_ensemble_record(store, dataset, "teacher", seeds, proba, sampling="seeds")
+    return write_ensemble_record(store, dataset, "teacher", seeds, proba, sampling="seeds",
+                                 member_files=[display_path(seed_file(store, r.run_id)) for r in seeds])
 
 
 def augmented_views(faces: np.ndarray, views: int, seed: int, batch_size: int = 1024) -> np.ndarray:

@@ -80,17 +80,18 @@ def member_probabilities(records: Sequence[dict], ds: FERDataset, splits: Sequen
 
 def write_ensemble_record(store: RunStore, dataset, name: str, members: Sequence[dict],
                           proba_by_split: dict[str, np.ndarray], weights: Sequence[float] | None = None,
-                          sampling: str | None = None) -> RunRecord:
+                          sampling: str | None = None, member_files: Sequence[str] | None = None) -> RunRecord:
     """Evaluate an ensemble's probabilities ``{"PublicTest": (N,7), "PrivateTest": (M,7)}`` on
     ``dataset`` and save its metrics file ``<NN>_ensemble_<name>_<profile>.json`` in ``store``: model
-    ``ensemble``, ``params`` listing the members (runs, model files, weights), training time the
-    sum of the members'. Returns the record (it names no ``model_file``: the members' are listed)."""
+    ``ensemble``, ``params`` listing the members (runs, the files their probabilities came from:
+    ``member_files``, default their Keras models, and weights), training time the sum of the
+    members'. Returns the record (it names no ``model_file``: the members' are listed)."""
     metrics = evaluate_predictions(proba_by_split, dataset)
     run_id = store.run_id("ensemble", name)
     params = {"model": "ensemble", "combination": "softmax average (mean of the members' class probabilities)",
               "members": [r["run"] for r in members],
               "weights": "equal" if weights is None else [float(w) for w in weights],
-              "member_model_files": [r.get("model_file") for r in members]}
+              "member_model_files": list(member_files or [r.get("model_file") for r in members])}
     seconds = float(sum(r["train"]["seconds"] for r in members))
     train = {"epochs": int(sum(r["train"]["epochs"] or 0 for r in members)), "seconds": round(seconds, 1),
              "stopped": "members trained separately", **members_machine(members),

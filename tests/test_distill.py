@@ -1,6 +1,8 @@
 """The distilled champion's parts (issue 36) on the synthetic stand-in: the teacher averaged from
 the seeds' ONNX files, cached augmented views, soft targets, and a student trained on them."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,7 @@ def test_a_student_learns_from_the_seeds_teacher_and_keeps_its_network(tmp_path,
 
     teacher = distill.teacher_record(run.store, run.dataset, seeds)
     assert teacher.run_id == "12_ensemble_teacher_smoke" and teacher["params"]["members"] == [r.run_id for r in seeds]
+    assert [Path(f).name for f in teacher["params"]["member_model_files"]] == [f"{r.run_id}.onnx" for r in seeds]
     x_public = run.dataset.split(VAL)[0]
     mean = np.mean([OnnxClassifier(champion.seed_file(run.store, r.run_id)).predict(x_public) for r in seeds], axis=0)
     assert teacher["metrics"][VAL]["predicted"] == "".join(map(str, mean.argmax(axis=1)))
