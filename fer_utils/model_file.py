@@ -43,13 +43,14 @@ PACKAGED_MODEL = Path(__file__).resolve().parent / "released" / RELEASED_MODEL.n
 RELEASED_MODELS: dict[str, str] = {"fer2013": RELEASED_MODEL.name, "ferplus": "ferplus_champion.onnx"}
 #: The model that runs when none is named, as the default-model rule of docs/release.md decides
 #: (notebook 13 applies it, ``ferplus.default_model_rule``; tests/test_model_file.py checks that this
-#: agrees with its last result). FER2013's until the rule has chosen otherwise.
-DEFAULT_MODEL = "fer2013"
+#: agrees with its last result): FER+'s since notebook 13's first real run (docs/release.md gives the numbers).
+DEFAULT_MODEL = "ferplus"
 #: The metadata key of an exported model's class names (comma-separated, in output order).
 CLASSES_KEY = "classes"
 HOW_TO_GET_A_MODEL = (
-    "export one with notebook 09 (`make 09`, which writes models/fer_champion.onnx from the best "
-    "trained model), or pass --model PATH to any .onnx file exported by fer_utils.export.export_onnx"
+    "export one with notebook 09 (`make 09` writes models/fer_champion.onnx from the best trained model) "
+    "or notebook 13 (`make 13` writes models/ferplus_champion.onnx), or pass --model PATH to any .onnx "
+    "file exported by fer_utils.export.export_onnx"
 )
 
 

@@ -57,7 +57,8 @@ def test_missing_released_model_says_how_to_get_one(astronaut, tmp_path, monkeyp
     monkeypatch.setattr(model_file, "RELEASED_MODEL", tmp_path / "models" / "fer_champion.onnx")
     assert cli.main(["predict", str(astronaut)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err
-    assert err.startswith("error: no model at ") and "fer_champion.onnx" in err and "notebook 09" in err
+    default = model_file.RELEASED_MODELS[model_file.DEFAULT_MODEL]
+    assert err.startswith(f"error: no model at {tmp_path / 'models' / default}") and "notebook 09" in err and "notebook 13" in err
     assert "Traceback" not in err
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fer_utils import ExpressionRecognizer, samples
-from fer_utils.config import CLASS_NAMES, PROJECT_ROOT
+from fer_utils import ExpressionRecognizer, model_file, samples
+from fer_utils.config import FERPLUS_CLASS_NAMES, PROJECT_ROOT
 from fer_utils.model_file import RELEASED_MODEL
 
 pytestmark = pytest.mark.skipif(not RELEASED_MODEL.is_file(), reason=f"no released model at {RELEASED_MODEL}")
@@ -32,8 +32,9 @@ def source_copy(folder: Path) -> Path:
     (with a trained model beside the released one, which must not be shipped)."""
     shutil.copytree(PROJECT_ROOT / "fer_utils", folder / "fer_utils", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "models").mkdir()
-    for name in ("pyproject.toml", "README.md", "models/fer_champion.onnx", "models/fer_champion.md",
-                 "models/README.md"):
+    released = [f"models/{Path(file).stem}{suffix}" for file in model_file.RELEASED_MODELS.values()
+                for suffix in (".onnx", ".md")]
+    for name in ("pyproject.toml", "README.md", *released, "models/README.md"):
         shutil.copy(PROJECT_ROOT / name, folder / name)
     (folder / "models" / "12_some_run.keras").write_bytes(b"a trained model: not shipped")
     return folder
@@ -57,7 +58,8 @@ def test_the_base_install_is_the_recognizer_without_the_lab(tmp_path):
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True, env=clean).stdout.strip()
     installed = Path(purelib) / "fer_utils"
-    assert sorted(os.listdir(installed / "released")) == ["fer_champion.md", "fer_champion.onnx"]
+    assert sorted(os.listdir(installed / "released")) == [
+        "fer_champion.md", "fer_champion.onnx", "ferplus_champion.md", "ferplus_champion.onnx"]
 
     # fer-predict on a real face photo, as the checkout's recognizer sees it
     photo = work / "astronaut.png"
@@ -93,10 +95,10 @@ def test_the_base_install_is_the_recognizer_without_the_lab(tmp_path):
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["package"] == str(installed / "__init__.py")
-    assert result["model"] == str(installed / "released" / "fer_champion.onnx")
+    assert result["model"] == str(installed / "released" / model_file.RELEASED_MODELS[model_file.DEFAULT_MODEL])
     assert result["present"] == [], f"the base install brought the lab's {result['present']}"
     assert result["frames"] == 12 and result["labels"][:2] == ["no face"] * 2
-    labelled = [label for label in result["labels"] if label in CLASS_NAMES]
+    labelled = [label for label in result["labels"] if label in FERPLUS_CLASS_NAMES]
     ours = ExpressionRecognizer().analyze_video(clip, progress=False).label.tolist()
     assert len(labelled) >= 8 and max(set(labelled), key=labelled.count) == max(set(ours), key=ours.count)
     assert result["plot"] == 'the timeline plot needs matplotlib, which is not installed: pip install "fer_utils[plot]"'

@@ -16,29 +16,43 @@ from onnx_helpers import tiny_ferplus_onnx, tiny_onnx, trained_tiny_ferplus
 
 @pytest.fixture
 def no_released_model(tmp_path, monkeypatch):
-    """A checkout without models/fer_champion.onnx and no package copy."""
+    """A checkout without its released models (models/*.onnx) and no package copy."""
     monkeypatch.setattr(model_file, "RELEASED_MODEL", tmp_path / "checkout" / "fer_champion.onnx")
     monkeypatch.setattr(model_file, "PACKAGED_MODEL", tmp_path / "package" / "fer_champion.onnx")
     return tmp_path
 
 
 def test_find_model_takes_the_given_file_then_the_released_one_then_a_folder(no_released_model):
-    tmp = no_released_model
-    with pytest.raises(ModelFileError, match=r"no model at .*checkout/fer_champion\.onnx: the released model is not"):
+    tmp, default = no_released_model, model_file.RELEASED_MODELS[model_file.DEFAULT_MODEL]
+    with pytest.raises(ModelFileError, match=rf"no model at .*checkout/{default}: the released model is not.*make 13"):
         find_model()
     (tmp / "notebook").mkdir()
-    (tmp / "notebook" / "fer_champion.onnx").write_bytes(b"exported by notebook 09")
-    assert find_model(folders=[tmp / "notebook"]) == tmp / "notebook" / "fer_champion.onnx"
+    (tmp / "notebook" / default).write_bytes(b"exported by a notebook")
+    assert find_model(folders=[tmp / "notebook"]) == tmp / "notebook" / default
     (tmp / "package").mkdir()
-    (tmp / "package" / "fer_champion.onnx").write_bytes(b"installed with the package")
-    assert model_file.released_model() == tmp / "package" / "fer_champion.onnx"
-    assert find_model(folders=[tmp / "notebook"]) == tmp / "package" / "fer_champion.onnx"
+    (tmp / "package" / default).write_bytes(b"installed with the package")
+    assert model_file.released_model() == tmp / "package" / default
+    assert find_model(folders=[tmp / "notebook"]) == tmp / "package" / default
     (tmp / "checkout").mkdir()
-    (tmp / "checkout" / "fer_champion.onnx").write_bytes(b"in the checkout")
-    assert find_model() == model_file.released_model() == tmp / "checkout" / "fer_champion.onnx"
+    (tmp / "checkout" / default).write_bytes(b"in the checkout")
+    assert find_model() == model_file.released_model() == tmp / "checkout" / default
     given = tmp / "mine.onnx"
     given.write_bytes(b"any file")
     assert find_model(given) == given
+
+
+def test_each_released_model_is_found_by_name_whichever_is_the_default(no_released_model):
+    tmp = no_released_model
+    (tmp / "checkout").mkdir()
+    for name, file in model_file.RELEASED_MODELS.items():
+        with pytest.raises(ModelFileError, match=rf"checkout/{file}: the released {name} model is not in this checkout"):
+            find_model(name)
+        (tmp / "checkout" / file).write_bytes(name.encode())
+        assert find_model(name) == model_file.released_model(name) == tmp / "checkout" / file
+    assert model_file.released_model("fer2013").name == "fer_champion.onnx"
+    assert model_file.released_model("ferplus").name == "ferplus_champion.onnx"
+    with pytest.raises(ModelFileError, match="no released model called 'affectnet'"):
+        model_file.released_model("affectnet")
 
 
 def test_find_model_refuses_a_missing_or_keras_file_with_a_hint(tmp_path):
