@@ -570,7 +570,7 @@ def models_to_export(store: RunStore, fingerprint: str, n_others: int = 2,
 def demo_model_path(path: str | os.PathLike | None = None, models_dir: str | os.PathLike | None = None,
                     stand_in: Callable[[], dict] | None = None) -> Path:
     """The ONNX model a demo uses: :func:`model_file.find_model` (``path`` if given, else the
-    released ``models/fer_champion.onnx``, else ``fer_champion.onnx`` exported by notebook 09 into
+    default released model, ``models/<file>``, else that file exported by notebook 09 or 13 into
     ``models_dir``); without any, the model ``stand_in()`` trains (the smoke profile's), exported
     into ``models_dir``. :class:`ModelFileError` (saying how to get one) otherwise."""
     folders = [Path(models_dir)] if models_dir else []
