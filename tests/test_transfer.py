@@ -208,12 +208,17 @@ def test_lite0_and_its_twin_share_a_budget_of_their_own():
     assert tuned.schedule == twin.schedule == "cosine" and tuned.learning_rate < twin.learning_rate
     assert transfer.transfer_config("cpu", "finetune", "resnet18", "none").params() == {
         **twin.params(), "epochs": 6, "schedule": "constant", "time_budget_s": 480}  # the others keep theirs
-    frozen = [("frozen", loss, "imagenet") for loss in transfer.LOSSES]
-    assert transfer.pretrained_plan("cpu", "imagenet") == frozen + [("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
-    assert transfer.pretrained_plan("cpu", "none") == [("frozen", loss, "none") for loss in transfer.LOSSES] + [
-        ("finetune", "ce", "none")]
+    assert transfer.finetune_budgets("cpu", "efficientnet_lite0") == (12, 30)
+    assert transfer.finetune_budgets("cpu", "resnet18") == (6,) and transfer.finetune_budgets("smoke", "efficientnet_lite0") == (1,)
+    frozen = [("frozen", loss, "imagenet", None) for loss in transfer.LOSSES]
+    pairs = [("finetune", "ce", w, e) for e in (12, 30) for w in ("imagenet", "none")]
+    assert transfer.pretrained_plan("cpu", "imagenet") == frozen + pairs
+    assert transfer.pretrained_plan("cpu", "none") == [("frozen", loss, "none", None) for loss in transfer.LOSSES] + [
+        ("finetune", "ce", "none", 12), ("finetune", "ce", "none", 30)]
+    longer = transfer.transfer_config("cpu", "finetune", "efficientnet_lite0", "imagenet", epochs=30)
+    assert longer.params() == {**tuned.params(), "epochs": 30, "time_budget_s": tuned.time_budget_s * 30 / 12}
     assert transfer.pretrained_plan("smoke", "imagenet") == [  # a check that the code runs: one loss
-        ("frozen", "ce", "imagenet"), ("finetune", "ce", "imagenet"), ("finetune", "ce", "none")]
+        ("frozen", "ce", "imagenet", None), ("finetune", "ce", "imagenet", 1), ("finetune", "ce", "none", 1)]
 
 
 def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, capsys):
@@ -237,6 +242,9 @@ def test_train_transfer_frozen_then_finetune(small_ds, tmp_path, monkeypatch, ca
     capsys.readouterr()
     again = train("vit_small", "finetune", "focal", "none", cache=cache, verbose=0)
     assert "loaded, not retrained" in capsys.readouterr().out and again["created"] == tuned["created"]
+    longer = train("vit_small", "finetune", "focal", "none", cache=cache, verbose=0, epochs=2)
+    assert longer["run"] == "05_vit_small_finetune_focal_none_2epochs_smoke" and longer["params"]["epochs"] == 2
+    assert tuned["params"]["epochs"] == 1 and (run.metrics_dir / f"{tuned['run']}.json").exists()  # kept beside it
     table = transfer.comparison_table([frozen, tuned])
     assert list(table["mode"]) == ["frozen", "finetune"] and set(table["weights"]) == {"none"}
     assert {"precision", "accuracy", "recall", "F1", "params (M)", "s/epoch", "faces/s", "ms/face"} <= set(table.columns)
