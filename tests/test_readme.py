@@ -253,6 +253,7 @@ OTHER_TABLES = [
     ("champion.md", "| change to the recipe |", "12", {"PublicTest %": VAL, "PrivateTest %": TEST}, True),
     ("transfer.md", "| backbone |", "05",
      {"frozen: PrivateTest": TEST, "fine-tuned from scratch: PrivateTest": TEST}, False),
+    ("transfer.md", "| EfficientNet-Lite0 run |", "05", {"PublicTest": VAL, "PrivateTest": TEST}, True),
     ("results.md", "| run | targets |", "13", {"FER+ PublicTest": VAL, "FER+ PrivateTest": TEST}, True),
 ]
 
