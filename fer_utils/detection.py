@@ -78,6 +78,12 @@ class Face:
 
 
 
+
+def largest_first(faces: list[Face]) -> list[Face]:
+    """``faces`` largest first; faces of equal size top to bottom, then left to right, so the order
+    never depends on the order a detector (multi-threaded in OpenCV) happened to return them."""
+    return sorted(faces, key=lambda f: (-f.box[2] * f.box[3], f.box[1], f.box[0]))
+
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade on a grayscale frame shrunk to ``width`` pixels.
 
@@ -104,7 +110,7 @@ class HaarDetector:
         boxes, neighbours = self.cascade.detectMultiScale2(small, scaleFactor=self.scale_factor,
                                                            minNeighbors=self.min_neighbors, minSize=(side, side))
         faces = [Face(tuple(int(round(v / scale)) for v in box), float(n)) for box, n in zip(boxes, neighbours)]
-        return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+        return largest_first(faces)
 
 
 class MTCNNDetector:
@@ -142,7 +148,7 @@ class MTCNNDetector:
                 eyes = tuple((float(points[k][0]) / scale, float(points[k][1]) / scale)
                              for k in ("left_eye", "right_eye"))
             faces.append(Face(box, float(item["confidence"]), eyes))
-        return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+        return largest_first(faces)
 
 
 def make_detector(name: str, use: str | None = None, **kwargs):

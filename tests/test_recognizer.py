@@ -149,3 +149,12 @@ def test_predict_image_whole_face_and_detected_faces(classifier):
     assert sum(faces[0]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     small = recognizer.predict_image(np.full((48, 48), 100, np.uint8))  # a FER2013-size crop: no detection
     assert len(small) == 1 and small[0]["box"] == [0, 0, 48, 48]
+
+
+def test_faces_of_equal_size_come_in_reading_order_whatever_the_detector_returned():
+    from fer_utils.detection import Face, largest_first
+
+    boxes = [(400, 20, 97, 97), (20, 20, 97, 97), (300, 10, 120, 120), (560, 245, 97, 97), (200, 245, 97, 97)]
+    expected = [(300, 10, 120, 120), (20, 20, 97, 97), (400, 20, 97, 97), (200, 245, 97, 97), (560, 245, 97, 97)]
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [3, 0, 4, 2, 1]):
+        assert [f.box for f in largest_first([Face(boxes[i], 1.0) for i in order])] == expected
