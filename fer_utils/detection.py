@@ -77,12 +77,11 @@ class Face:
         return out
 
 
-
-
 def largest_first(faces: list[Face]) -> list[Face]:
     """``faces`` largest first; faces of equal size top to bottom, then left to right, so the order
     never depends on the order a detector (multi-threaded in OpenCV) happened to return them."""
     return sorted(faces, key=lambda f: (-f.box[2] * f.box[3], f.box[1], f.box[0]))
+
 
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade on a grayscale frame shrunk to ``width`` pixels.

@@ -751,10 +751,11 @@ def train_transfer(store: RunStore, dataset, profile: Profile, backbone_name: st
     first if missing), unfreezes the backbone (batch norms stay frozen) and trains everything with
     the recipe's lower learning rate; with random weights, trains the whole model from scratch.
     ``epochs`` other than the recipe's (:func:`finetune_budgets`) is part of the name
-    (``..._imagenet_30epochs_cpu``). Skipped when its metrics file and model exist for the same data and settings (unless the
-    store is forced). Returns the metrics record (``weights``, ``mode``, ``loss``, ``backbone``,
-    ``input_size``, ``n_params``, ``trainable_params``, ``keras_predict_ms_per_face``,
-    ``train.seconds_per_epoch`` and the history beside the DESIGN.md keys).
+    (``..._imagenet_30epochs_cpu``). Skipped when its metrics file and model exist for the same
+    data and settings (unless the store is forced). Returns the metrics record (``weights``,
+    ``mode``, ``loss``, ``backbone``, ``input_size``, ``n_params``, ``trainable_params``,
+    ``keras_predict_ms_per_face``, ``train.seconds_per_epoch`` and the history beside the
+    DESIGN.md keys).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
