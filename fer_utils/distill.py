@@ -14,7 +14,10 @@ augmentation) and is evaluated, exported and released like the champion.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -87,17 +90,35 @@ def soft_targets(teacher_proba: np.ndarray, labels: np.ndarray, temperature: flo
 
 
 def distillation_set(dataset, predict: Callable[[np.ndarray], np.ndarray] | None, views: int, seed: int,
-                     temperature: float = TEMPERATURE, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+                     temperature: float = TEMPERATURE, alpha: float = ALPHA,
+                     cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The student's training set: ``views`` augmented copies of every Training face and their soft
     targets from the teacher ``predict`` (:func:`soft_targets`); with ``alpha=0`` the labels alone
-    (no teacher is run)."""
+    (no teacher is run). The teacher's probabilities are read from ``cache`` (a ``.npy`` file) when
+    it holds one row per view, else computed and written there, so that a resumed run skips the
+    teacher's pass; the caller names the file after everything the probabilities depend on."""
     x_train, y_train = dataset.split(TRAIN)
     faces, labels = augmented_views(x_train, views, seed), np.tile(y_train, views)
     if alpha == 0:
         return faces, labels
-    chunks = range(0, len(faces), len(x_train))
-    proba = np.concatenate([predict(faces[i:i + len(x_train)]) for i in tqdm(chunks, desc="teacher", unit="view")])
+    proba = np.load(cache) if cache is not None and cache.exists() else None
+    if proba is None or len(proba) != len(faces):
+        chunks = range(0, len(faces), len(x_train))
+        proba = np.concatenate([predict(faces[i:i + len(x_train)]) for i in tqdm(chunks, desc="teacher", unit="view")])
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".tmp.npy")
+            np.save(partial, proba.astype(np.float32))
+            partial.replace(cache)
     return faces, soft_targets(proba, labels, temperature, alpha)
+
+
+def targets_cache(store: RunStore, run_id: str, dataset, seeds: Sequence[RunRecord], views: int, seed: int) -> Path:
+    """Where ``run_id`` keeps its teacher's probabilities while it trains: in its resumable folder
+    (removed when the run finishes; never committed), named after the data, the teacher's members,
+    the views and their seed."""
+    key = json.dumps([dataset.fingerprint, [r.run_id for r in seeds], views, seed])
+    return store.workdir(run_id) / f"teacher_proba_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
 
 
 def student_config(profile: Profile, seed: int, n_train: int, epochs: int | None = None) -> TrainConfig:
@@ -111,8 +132,9 @@ def train_student(store: RunStore, dataset, seeds: Sequence[RunRecord], config: 
                   temperature: float = TEMPERATURE, alpha: float = ALPHA) -> RunRecord:
     """Train (or load) the student with ``config`` (:func:`student_config`) on the teacher's soft
     targets (the ``seeds``' average), filed as ``<NN>_champion_cnn_distilled[_seedS]_<profile>``
-    through the usual lifecycle (resumable; the views and targets are recomputed, seeded, when a run
-    resumes in a new session: they are derived from the faces and never committed). ``alpha=0`` is
+    through the usual lifecycle (resumable: the views are recomputed, seeded, when a run resumes,
+    and the teacher's probabilities are read from :func:`targets_cache` if the machine kept it;
+    both are derived from the faces and never committed). ``alpha=0`` is
     the control without distillation, the same views with their labels alone
     (``<NN>_champion_cnn_cached_views[_seedS]_<profile>``). A finished, uncapped run keeps its
     network as a seed file, and a fresh clone rebuilds it from there."""
@@ -120,10 +142,11 @@ def train_student(store: RunStore, dataset, seeds: Sequence[RunRecord], config: 
     run_id = store.run_id(MODEL_NAME, sampling, seed=config.seed)
     rebuild_from_onnx(store, dataset, run_id, config, seed_file(store, run_id))
     teacher = teacher_predictor(seeds, store) if alpha else None
+    cache = targets_cache(store, run_id, dataset, seeds, views, config.seed)
     taught = {"teacher": [r.run_id for r in seeds], "temperature": temperature, "alpha": alpha} if alpha else {}
     record = train_and_evaluate(
         store, dataset, MODEL_NAME, lambda **kw: build(MODEL_NAME, **kw), config, sampling=sampling,
-        train_data=lambda: distillation_set(dataset, teacher, views, config.seed, temperature, alpha),
+        train_data=lambda: distillation_set(dataset, teacher, views, config.seed, temperature, alpha, cache),
         extra_params={"views": views, **taught})
     keep_seed_file(store, record)
     return record

@@ -36,11 +36,32 @@ def test_augmented_views_are_seeded_copies_through_the_champions_augmentation(sm
     assert not np.array_equal(views[:32], faces) and not np.array_equal(views[:32], views[32:])
 
 
+def test_the_teachers_probabilities_are_cached_for_a_resumed_run(small_ds, tmp_path):
+    calls = []
+
+    def teacher(faces):
+        calls.append(len(faces))
+        return np.full((len(faces), 7), 1 / 7, np.float32)
+
+    cache = tmp_path / "run.work" / "teacher_proba_x.npy"
+    faces, targets = distill.distillation_set(small_ds, teacher, 2, seed=3, cache=cache)
+    n_train = len(small_ds.split(TRAIN)[1])
+    assert calls == [n_train, n_train] and np.load(cache).shape == (2 * n_train, 7)
+    again = distill.distillation_set(small_ds, teacher, 2, seed=3, cache=cache)
+    assert len(calls) == 2, "the cached probabilities are read, the teacher is not run again"
+    np.testing.assert_array_equal(again[0], faces) and np.testing.assert_allclose(again[1], targets)
+    distill.distillation_set(small_ds, teacher, 3, seed=3, cache=cache)  # a cache of other views is recomputed
+    assert len(calls) == 5 and np.load(cache).shape == (3 * n_train, 7)
+    assert not list(cache.parent.glob("*.tmp*"))
+
+
 def test_cached_views_train_on_the_centre_crop_alone():
-    net = keras.Sequential([keras.Input((40, 40)), keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")])
+    # linear outputs of scaled pixels: a softmax of raw pixels saturates, and then any input looks alike
+    net = keras.Sequential([keras.Input((40, 40)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                            keras.layers.Dense(7)])
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48)).astype(np.float32)
     cached = train.training_model(net, "cached", 40)
-    np.testing.assert_allclose(cached(faces, training=True), net(faces[:, 4:44, 4:44]), atol=1e-6)
+    np.testing.assert_allclose(cached(faces, training=True), net(faces[:, 4:44, 4:44]), atol=1e-5)
     augmented = train.training_model(net, "standard", 40)
     assert not np.allclose(augmented(faces, training=True), net(faces[:, 4:44, 4:44]), atol=1e-4)
 
