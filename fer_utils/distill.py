@@ -26,6 +26,7 @@ from .champion import CROP, MODEL_NAME, champion_config, keep_seed_file, rebuild
 from .config import TEST, TRAIN, VAL, Profile
 from .ensemble import ensemble_predictor, write_ensemble_record
 from .evaluate import was_capped
+from .files import atomic_path
 from .model_file import OnnxClassifier
 from .models import build, make_augmenter
 from .progress import tqdm
@@ -106,10 +107,8 @@ def distillation_set(dataset, predict: Callable[[np.ndarray], np.ndarray] | None
         chunks = range(0, len(faces), len(x_train))
         proba = np.concatenate([predict(faces[i:i + len(x_train)]) for i in tqdm(chunks, desc="teacher", unit="view")])
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".tmp.npy")
-            np.save(partial, proba.astype(np.float32))
-            partial.replace(cache)
+            with atomic_path(cache, ".npy") as partial:
+                np.save(partial, proba.astype(np.float32))
     return faces, soft_targets(proba, labels, temperature, alpha)
 
 
