@@ -49,6 +49,8 @@ def test_the_notebooks_run_in_sequence_as_make_all_runs_them(tmp_path, capsys, m
         first_output = next(o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
         assert "SYNTHETIC STAND-IN" in first_output.get("text", ""), f"{path.stem}: the first output says the data is synthetic"
         assert list((reports / "figures").glob(f"{path.stem}_*.png")), f"{path.stem} saved its figures"
+    distilled = (reports / "tables" / "12_champion_distillation.csv").read_text()
+    assert "student, seed" in distilled and "control without the teacher" in distilled, "12 trains a smoke student and its control"
     assert not (config.REPORTS_DIR / "notebooks" / f"{NOTEBOOKS[0].stem}.smoke").exists()
     assert os.environ["MPLBACKEND"] == "Agg", "the caller's environment is restored"
     shows_each_saved_figure_once(reports, next(p for p in NOTEBOOKS if p.name.startswith("02_")))
